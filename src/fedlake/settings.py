@@ -1,0 +1,103 @@
+"""All settings in one place: frozen dataclasses loaded once from ``FEDLAKE_*`` variables.
+
+Only ``bootstrap`` reads them and passes them down. An unknown ``FEDLAKE_`` variable is
+an error (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+__all__ = ["ENV_VARS", "Settings", "load_settings"]
+
+#: every environment variable fedlake reads, with its help text
+ENV_VARS: dict[str, str] = {
+    "FEDLAKE_DATA_DIR": "directory for the catalogue and local RSE storage (default ~/.fedlake)",
+    "FEDLAKE_DATABASE_URL": "SQLAlchemy URL of the catalogue (default SQLite in the data dir)",
+    "FEDLAKE_HOST": "address the API listens on (default 127.0.0.1)",
+    "FEDLAKE_PORT": "port the API listens on (default 8080)",
+    "FEDLAKE_PUBLIC_URL": "URL clients use to reach the API; the token issuer name",
+    "FEDLAKE_ROOT_PASSWORD": "password of the root account on first start (else generated)",
+    "FEDLAKE_MAX_BODY_BYTES": "largest accepted request body in bytes (default 256 MiB)",
+    "FEDLAKE_TOKEN_LIFETIME": "lifetime of issued access tokens in seconds (default 3600)",
+    "FEDLAKE_URL": "client side: URL of the lake the CLI talks to",
+    "FEDLAKE_ACCOUNT": "client side: account to act as",
+    "FEDLAKE_USERNAME": "client side: username for userpass login",
+    "FEDLAKE_PASSWORD": "client side: password for userpass login",
+    "FEDLAKE_TOKEN": "client side: a bearer token to use instead of logging in",
+    "FEDLAKE_TEST_DATABASE_URL": "tests: PostgreSQL URL to run the suite against",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path.home() / ".fedlake")
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    root_password: str | None = None
+    max_body_bytes: int = 256 * 1024 * 1024
+    token_lifetime: int = 3600
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", self._default_database_url())
+        if not self.public_url:
+            object.__setattr__(self, "public_url", f"http://{self.host}:{self.port}")
+        if self.port <= 0 or self.port > 65535:
+            raise ValueError(f"FEDLAKE_PORT={self.port} is not a TCP port (1-65535)")
+        if self.max_body_bytes < 1024:
+            raise ValueError("FEDLAKE_MAX_BODY_BYTES must be at least 1024")
+        if self.token_lifetime < 60:
+            raise ValueError("FEDLAKE_TOKEN_LIFETIME must be at least 60 seconds")
+
+    def _default_database_url(self) -> str:
+        return f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with ``changes``; values derived from a changed setting are derived again,
+        values that were set explicitly are kept."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        derived_db = self.database_url == self._default_database_url()
+        derived_url = self.public_url == f"http://{self.host}:{self.port}"
+        if "data_dir" in changes and "database_url" not in changes and derived_db:
+            values["database_url"] = ""
+        if ("host" in changes or "port" in changes) and "public_url" not in changes and derived_url:
+            values["public_url"] = ""
+        values.update(changes)
+        return Settings(**values)
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r} is not an integer") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``FEDLAKE_*`` variables; refuse unknown ones so typos are noticed."""
+    env = os.environ if env is None else env
+    unknown = sorted(k for k in env if k.startswith("FEDLAKE_") and k not in ENV_VARS)
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(ENV_VARS))}"
+        )
+    data_dir = Path(env.get("FEDLAKE_DATA_DIR") or Path.home() / ".fedlake").expanduser()
+    return Settings(
+        data_dir=data_dir,
+        database_url=env.get("FEDLAKE_DATABASE_URL", ""),
+        host=env.get("FEDLAKE_HOST", "127.0.0.1"),
+        port=_int(env, "FEDLAKE_PORT", 8080),
+        public_url=env.get("FEDLAKE_PUBLIC_URL", ""),
+        root_password=env.get("FEDLAKE_ROOT_PASSWORD") or None,
+        max_body_bytes=_int(env, "FEDLAKE_MAX_BODY_BYTES", 256 * 1024 * 1024),
+        token_lifetime=_int(env, "FEDLAKE_TOKEN_LIFETIME", 3600),
+    )
