@@ -1,0 +1,1 @@
+"""Identifiers, enums, value types, validation and the error hierarchy (stdlib only)."""

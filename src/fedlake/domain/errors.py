@@ -1,0 +1,283 @@
+"""The error hierarchy of fedlake.
+
+Every error a caller can see is a :class:`LakeError`. Each class carries the Rucio
+exception class name it is sent as over HTTP (``rucio_class``), the HTTP status, and
+a message that says what was wrong and what to do next. The server maps errors to
+responses in one place (``fedlake.server.errors``); the client re-raises the same
+class from the ``ExceptionClass`` header.
+
+    LakeError
+    ├── InvalidInput (400)
+    │   ├── InvalidName, InvalidMetadata, InvalidFilter, InvalidRSEExpression,
+    │   │   InvalidChecksum, UnsupportedMetadataPlugin, RequestTooLarge (413)
+    ├── AuthenticationFailed (401)      -> CannotAuthenticate
+    ├── AccessDenied (401)
+    ├── NotFound (404)
+    │   ├── AccountNotFound, ScopeNotFound, DIDNotFound, RSENotFound, ReplicaNotFound,
+    │   │   RuleNotFound, KeyNotFound, ProtocolNotSupported, IdentityNotFound
+    ├── Conflict (409)
+    │   ├── Duplicate, DIDAlreadyExists, DuplicateContent, DuplicateRule,
+    │   │   UnsupportedOperation, FileAlreadyExists, InvalidReplicationRule,
+    │   │   InsufficientAccountLimit, InsufficientTargetRSEs, ChecksumMismatch
+    └── StorageError (502)               -> storage endpoint failed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "AccountNotFound",
+    "AuthenticationFailed",
+    "ChecksumMismatch",
+    "Conflict",
+    "DIDAlreadyExists",
+    "DIDNotFound",
+    "Duplicate",
+    "DuplicateContent",
+    "DuplicateRule",
+    "FileAlreadyExists",
+    "FileConsistencyMismatch",
+    "IdentityNotFound",
+    "InsufficientAccountLimit",
+    "InsufficientTargetRSEs",
+    "InvalidChecksum",
+    "InvalidFilter",
+    "InvalidInput",
+    "InvalidMetadata",
+    "InvalidName",
+    "InvalidRSEExpression",
+    "InvalidReplicationRule",
+    "KeyNotFound",
+    "LakeError",
+    "NotFound",
+    "ProtocolNotSupported",
+    "RSENotFound",
+    "RangeNotSatisfiable",
+    "ReplicaNotFound",
+    "RequestTooLarge",
+    "RuleNotFound",
+    "ScopeNotFound",
+    "StorageError",
+    "UnsupportedMetadataPlugin",
+    "UnsupportedOperation",
+    "error_class_for",
+]
+
+
+class LakeError(Exception):
+    """Root of every error fedlake raises on purpose."""
+
+    status: int = 500
+    rucio_class: str = "RucioException"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(LakeError):
+    """The request is malformed: a value has the wrong type, format or range."""
+
+    status = 400
+    rucio_class = "InvalidObject"
+
+
+class InvalidName(InvalidInput):
+    """A scope, DID, account or RSE name breaks the naming rules."""
+
+    rucio_class = "InvalidObject"
+
+
+class InvalidMetadata(InvalidInput):
+    """A metadata key or value is not allowed."""
+
+    rucio_class = "InvalidMetadata"
+
+
+class InvalidFilter(InvalidInput):
+    """A DID metadata filter cannot be parsed."""
+
+    rucio_class = "DIDFilterSyntaxError"
+
+
+class InvalidRSEExpression(InvalidInput):
+    """An RSE expression cannot be parsed or matches no RSE."""
+
+    rucio_class = "InvalidRSEExpression"
+
+
+class InvalidChecksum(InvalidInput):
+    """A checksum is not in the expected format (adler32: 8 hex digits, md5: 32)."""
+
+    rucio_class = "InvalidObject"
+
+
+class UnsupportedMetadataPlugin(InvalidInput):
+    """The metadata plugin asked for does not exist."""
+
+    rucio_class = "UnsupportedMetadataPlugin"
+
+
+class RequestTooLarge(InvalidInput):
+    """The request body exceeds the configured maximum size."""
+
+    status = 413
+    rucio_class = "InvalidObject"
+
+
+class RangeNotSatisfiable(InvalidInput):
+    """A byte range starts beyond the end of the file."""
+
+    status = 416
+    rucio_class = "InvalidObject"
+
+
+class AuthenticationFailed(LakeError):
+    """No valid credentials: missing, wrong or expired token or password."""
+
+    status = 401
+    rucio_class = "CannotAuthenticate"
+
+
+class AccessDenied(LakeError):
+    """The caller is known but not allowed to do this."""
+
+    status = 401
+    rucio_class = "AccessDenied"
+
+
+class NotFound(LakeError):
+    """Something named in the request does not exist."""
+
+    status = 404
+    rucio_class = "RucioException"
+
+
+class AccountNotFound(NotFound):
+    rucio_class = "AccountNotFound"
+
+
+class IdentityNotFound(NotFound):
+    rucio_class = "IdentityNotFound"
+
+
+class ScopeNotFound(NotFound):
+    rucio_class = "ScopeNotFound"
+
+
+class DIDNotFound(NotFound):
+    rucio_class = "DataIdentifierNotFound"
+
+
+class RSENotFound(NotFound):
+    rucio_class = "RSENotFound"
+
+
+class ReplicaNotFound(NotFound):
+    rucio_class = "ReplicaNotFound"
+
+
+class RuleNotFound(NotFound):
+    rucio_class = "RuleNotFound"
+
+
+class KeyNotFound(NotFound):
+    rucio_class = "KeyNotFound"
+
+
+class ProtocolNotSupported(NotFound):
+    rucio_class = "RSEProtocolNotSupported"
+
+
+class Conflict(LakeError):
+    """The request conflicts with the current state of the catalogue."""
+
+    status = 409
+    rucio_class = "RucioException"
+
+
+class Duplicate(Conflict):
+    rucio_class = "Duplicate"
+
+
+class DIDAlreadyExists(Conflict):
+    """The DID exists, or existed once: names are never reused."""
+
+    rucio_class = "DataIdentifierAlreadyExists"
+
+
+class DuplicateContent(Conflict):
+    rucio_class = "DuplicateContent"
+
+
+class DuplicateRule(Conflict):
+    rucio_class = "DuplicateRule"
+
+
+class FileAlreadyExists(Conflict):
+    rucio_class = "FileAlreadyExists"
+
+
+class UnsupportedOperation(Conflict):
+    rucio_class = "UnsupportedOperation"
+
+
+class InvalidReplicationRule(Conflict):
+    rucio_class = "InvalidReplicationRule"
+
+
+class InsufficientAccountLimit(Conflict):
+    rucio_class = "InsufficientAccountLimit"
+
+
+class InsufficientTargetRSEs(Conflict):
+    rucio_class = "InsufficientTargetRSEs"
+
+
+class FileConsistencyMismatch(Conflict):
+    """A file is registered again with a different size or checksum than it has."""
+
+    rucio_class = "FileConsistencyMismatch"
+
+
+class ChecksumMismatch(Conflict):
+    """Bytes received do not match the declared checksum; nothing was kept."""
+
+    rucio_class = "ChecksumMismatch"
+
+
+class StorageError(LakeError):
+    """A storage endpoint failed; the message names the endpoint and the cause."""
+
+    status = 502
+    rucio_class = "RSEOperationNotSupported"
+
+
+def _all_subclasses(cls: type[LakeError]) -> list[type[LakeError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_class_for(rucio_class: str, status: int) -> type[LakeError]:
+    """Return the fedlake error class sent as ``rucio_class`` (used by the client).
+
+    Several fedlake classes can share one Rucio name; the most specific one whose
+    status matches wins, otherwise the generic class for the status.
+    """
+    for cls in reversed(_all_subclasses(LakeError)):
+        if cls.rucio_class == rucio_class and cls.status == status:
+            return cls
+    by_status: dict[int, type[LakeError]] = {
+        400: InvalidInput,
+        401: AuthenticationFailed,
+        404: NotFound,
+        409: Conflict,
+        413: RequestTooLarge,
+        502: StorageError,
+    }
+    return by_status.get(status, LakeError)
