@@ -1,0 +1,1 @@
+"""The catalogue: SQLAlchemy 2 models, engine set-up, unit of work, Alembic migrations."""

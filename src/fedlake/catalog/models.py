@@ -1,0 +1,408 @@
+"""Catalogue tables (SQLAlchemy 2 ``Mapped[]``). The schema is created only by Alembic.
+
+Enum columns store the member names as short strings so rows stay readable in psql.
+Timestamps are naive UTC. Hot paths use these tables through Core statements.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from fedlake.domain.timefmt import utcnow
+
+__all__ = [
+    "DID",
+    "RSE",
+    "Account",
+    "AccountAttribute",
+    "AccountLimit",
+    "Base",
+    "DIDContent",
+    "DIDContentHistory",
+    "DIDMeta",
+    "DeletedDID",
+    "Event",
+    "Identity",
+    "Lock",
+    "RSEAttribute",
+    "RSELimit",
+    "RSEProtocol",
+    "RSEUsage",
+    "Replica",
+    "Rule",
+    "RuleHistory",
+    "Scope",
+    "SigningKey",
+]
+
+NAME = 255
+SCOPE = 25
+ACCOUNT = 25
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now() -> datetime:
+    return utcnow()
+
+
+class _Stamped:
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+
+
+class Account(_Stamped, Base):
+    __tablename__ = "accounts"
+    account: Mapped[str] = mapped_column(String(ACCOUNT), primary_key=True)
+    account_type: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(10), default="ACTIVE")
+    email: Mapped[str | None] = mapped_column(String(255))
+    suspended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Identity(_Stamped, Base):
+    """Maps an identity (username, or token issuer+subject) to an account."""
+
+    __tablename__ = "identities"
+    identity_type: Mapped[str] = mapped_column(String(10), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account: Mapped[str] = mapped_column(
+        ForeignKey("accounts.account", ondelete="CASCADE"), primary_key=True
+    )
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AccountAttribute(_Stamped, Base):
+    __tablename__ = "account_attributes"
+    account: Mapped[str] = mapped_column(
+        ForeignKey("accounts.account", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # JSON text
+
+
+class Scope(_Stamped, Base):
+    __tablename__ = "scopes"
+    scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.account"))
+    status: Mapped[str] = mapped_column(String(6), default="OPEN")
+    __table_args__ = (Index("scopes_account_idx", "account"),)
+
+
+class DID(_Stamped, Base):
+    __tablename__ = "dids"
+    scope: Mapped[str] = mapped_column(ForeignKey("scopes.scope"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    did_type: Mapped[str] = mapped_column(String(9))
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.account"))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    length: Mapped[int | None] = mapped_column(BigInteger)
+    adler32: Mapped[str | None] = mapped_column(String(8))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    guid: Mapped[str | None] = mapped_column(String(36))
+    events: Mapped[int | None] = mapped_column(BigInteger)
+    is_open: Mapped[bool | None] = mapped_column(Boolean)
+    monotonic: Mapped[bool] = mapped_column(Boolean, default=False)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    availability: Mapped[str] = mapped_column(String(12), default="AVAILABLE")
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    accessed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    __table_args__ = (
+        Index("dids_type_scope_idx", "did_type", "scope"),
+        Index("dids_expired_at_idx", "expired_at"),
+        Index("dids_created_at_idx", "created_at"),
+    )
+
+
+class DeletedDID(Base):
+    """Every DID that was ever removed: its name can never be used again."""
+
+    __tablename__ = "deleted_dids"
+    scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    did_type: Mapped[str] = mapped_column(String(9))
+    account: Mapped[str | None] = mapped_column(String(ACCOUNT))
+    deleted_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class DIDContent(Base):
+    __tablename__ = "did_content"
+    scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    child_scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
+    child_name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    did_type: Mapped[str] = mapped_column(String(9))
+    child_type: Mapped[str] = mapped_column(String(9))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    adler32: Mapped[str | None] = mapped_column(String(8))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    __table_args__ = (
+        ForeignKeyConstraint(["scope", "name"], ["dids.scope", "dids.name"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["child_scope", "child_name"], ["dids.scope", "dids.name"]),
+        Index("did_content_child_idx", "child_scope", "child_name"),
+    )
+
+
+class DIDContentHistory(Base):
+    __tablename__ = "did_content_history"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(SCOPE))
+    name: Mapped[str] = mapped_column(String(NAME))
+    child_scope: Mapped[str] = mapped_column(String(SCOPE))
+    child_name: Mapped[str] = mapped_column(String(NAME))
+    did_type: Mapped[str] = mapped_column(String(9))
+    child_type: Mapped[str] = mapped_column(String(9))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    adler32: Mapped[str | None] = mapped_column(String(8))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    __table_args__ = (Index("did_content_history_idx", "scope", "name"),)
+
+
+class DIDMeta(Base):
+    """One typed metadata value of a DID. ``vtype``: s(tring) i(nt) f(loat) b(ool) d(ate).
+
+    Numbers and booleans are also kept in ``num_val``, dates in ``date_val`` and strings in
+    ``str_val`` so that each filter uses a ``(key, value)`` index.
+    """
+
+    __tablename__ = "did_meta"
+    scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    vtype: Mapped[str] = mapped_column(String(1))
+    value: Mapped[str] = mapped_column(Text)  # JSON text of the original value
+    str_val: Mapped[str | None] = mapped_column(String(255))
+    num_val: Mapped[float | None] = mapped_column(Double)
+    date_val: Mapped[datetime | None] = mapped_column(DateTime)
+    __table_args__ = (
+        ForeignKeyConstraint(["scope", "name"], ["dids.scope", "dids.name"], ondelete="CASCADE"),
+        Index("did_meta_str_idx", "key", "str_val"),
+        Index("did_meta_num_idx", "key", "num_val"),
+        Index("did_meta_date_idx", "key", "date_val"),
+    )
+
+
+class RSE(_Stamped, Base):
+    __tablename__ = "rses"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rse: Mapped[str] = mapped_column(String(64), unique=True)
+    rse_type: Mapped[str] = mapped_column(String(4), default="DISK")
+    deterministic: Mapped[bool] = mapped_column(Boolean, default=True)
+    volatile: Mapped[bool] = mapped_column(Boolean, default=False)
+    staging_area: Mapped[bool] = mapped_column(Boolean, default=False)
+    lfn2pfn_algorithm: Mapped[str] = mapped_column(String(32), default="hash")
+    availability_read: Mapped[bool] = mapped_column(Boolean, default=True)
+    availability_write: Mapped[bool] = mapped_column(Boolean, default=True)
+    availability_delete: Mapped[bool] = mapped_column(Boolean, default=True)
+    verify_checksum: Mapped[bool] = mapped_column(Boolean, default=True)
+    qos_class: Mapped[str | None] = mapped_column(String(64))
+    city: Mapped[str | None] = mapped_column(String(255))
+    region_code: Mapped[str | None] = mapped_column(String(2))
+    country_name: Mapped[str | None] = mapped_column(String(255))
+    continent: Mapped[str | None] = mapped_column(String(2))
+    time_zone: Mapped[str | None] = mapped_column(String(255))
+    longitude: Mapped[float | None] = mapped_column(Double)
+    latitude: Mapped[float | None] = mapped_column(Double)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class RSEAttribute(_Stamped, Base):
+    __tablename__ = "rse_attributes"
+    rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # JSON text
+    __table_args__ = (Index("rse_attributes_key_idx", "key"),)
+
+
+class RSEProtocol(_Stamped, Base):
+    __tablename__ = "rse_protocols"
+    rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True)
+    scheme: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), primary_key=True)
+    port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(1024), default="")
+    impl: Mapped[str] = mapped_column(String(255))
+    read_lan: Mapped[int | None] = mapped_column(Integer)
+    write_lan: Mapped[int | None] = mapped_column(Integer)
+    delete_lan: Mapped[int | None] = mapped_column(Integer)
+    read_wan: Mapped[int | None] = mapped_column(Integer)
+    write_wan: Mapped[int | None] = mapped_column(Integer)
+    delete_wan: Mapped[int | None] = mapped_column(Integer)
+    third_party_copy_read: Mapped[int | None] = mapped_column(Integer)
+    third_party_copy_write: Mapped[int | None] = mapped_column(Integer)
+    extended_attributes: Mapped[str | None] = mapped_column(Text)  # JSON text
+
+
+class RSELimit(_Stamped, Base):
+    __tablename__ = "rse_limits"
+    rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class RSEUsage(Base):
+    """Space of an RSE as reported by a source (``storage``, ``rucio`` = catalogue ...)."""
+
+    __tablename__ = "rse_usage"
+    rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    used: Mapped[int | None] = mapped_column(BigInteger)
+    free: Mapped[int | None] = mapped_column(BigInteger)
+    total: Mapped[int | None] = mapped_column(BigInteger)
+    files: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+
+
+class Replica(_Stamped, Base):
+    __tablename__ = "replicas"
+    rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    adler32: Mapped[str | None] = mapped_column(String(8))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    path: Mapped[str | None] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(21), default="AVAILABLE")
+    lock_cnt: Mapped[int] = mapped_column(Integer, default=0)
+    tombstone: Mapped[datetime | None] = mapped_column(DateTime)
+    accessed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    __table_args__ = (
+        ForeignKeyConstraint(["scope", "name"], ["dids.scope", "dids.name"]),
+        Index("replicas_did_idx", "scope", "name"),
+        Index("replicas_state_idx", "state", "updated_at"),
+        Index("replicas_tombstone_idx", "rse_id", "tombstone"),
+    )
+
+
+class AccountLimit(_Stamped, Base):
+    """Byte quota of an account on one RSE (``rse_expression`` null) or an RSE expression."""
+
+    __tablename__ = "account_limits"
+    account: Mapped[str] = mapped_column(
+        ForeignKey("accounts.account", ondelete="CASCADE"), primary_key=True
+    )
+    locality: Mapped[str] = mapped_column(String(6), primary_key=True)  # local | global
+    target: Mapped[str] = mapped_column(String(500), primary_key=True)  # rse name or expression
+    bytes: Mapped[int] = mapped_column(BigInteger)  # -1 = unlimited
+
+
+class Rule(_Stamped, Base):
+    __tablename__ = "rules"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.account"))
+    scope: Mapped[str] = mapped_column(String(SCOPE))
+    name: Mapped[str] = mapped_column(String(NAME))
+    did_type: Mapped[str] = mapped_column(String(9))
+    state: Mapped[str] = mapped_column(String(16), default="REPLICATING")
+    error: Mapped[str | None] = mapped_column(String(255))
+    rse_expression: Mapped[str] = mapped_column(String(3000))
+    copies: Mapped[int] = mapped_column(Integer, default=1)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    weight: Mapped[str | None] = mapped_column(String(255))
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    locks_ok_cnt: Mapped[int] = mapped_column(BigInteger, default=0)
+    locks_replicating_cnt: Mapped[int] = mapped_column(BigInteger, default=0)
+    locks_stuck_cnt: Mapped[int] = mapped_column(BigInteger, default=0)
+    source_replica_expression: Mapped[str | None] = mapped_column(String(255))
+    activity: Mapped[str] = mapped_column(String(50), default="User Subscriptions")
+    grouping: Mapped[str] = mapped_column(String(7), default="DATASET")
+    notification: Mapped[str] = mapped_column(String(8), default="NO")
+    stuck_at: Mapped[datetime | None] = mapped_column(DateTime)
+    purge_replicas: Mapped[bool] = mapped_column(Boolean, default=False)
+    ignore_availability: Mapped[bool] = mapped_column(Boolean, default=False)
+    ignore_account_limit: Mapped[bool] = mapped_column(Boolean, default=False)
+    priority: Mapped[int] = mapped_column(Integer, default=3)
+    comments: Mapped[str | None] = mapped_column(String(255))
+    child_rule_id: Mapped[str | None] = mapped_column(String(32))
+    eol_at: Mapped[datetime | None] = mapped_column(DateTime)
+    split_container: Mapped[bool] = mapped_column(Boolean, default=False)
+    meta: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        ForeignKeyConstraint(["scope", "name"], ["dids.scope", "dids.name"]),
+        Index("rules_did_idx", "scope", "name"),
+        Index("rules_account_idx", "account"),
+        Index("rules_expires_idx", "expires_at"),
+        Index("rules_state_idx", "state"),
+    )
+
+
+class RuleHistory(Base):
+    __tablename__ = "rule_history"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(ACCOUNT))
+    scope: Mapped[str] = mapped_column(String(SCOPE))
+    name: Mapped[str] = mapped_column(String(NAME))
+    rse_expression: Mapped[str] = mapped_column(String(3000))
+    state: Mapped[str] = mapped_column(String(16))
+    locks_ok_cnt: Mapped[int] = mapped_column(BigInteger, default=0)
+    locks_replicating_cnt: Mapped[int] = mapped_column(BigInteger, default=0)
+    locks_stuck_cnt: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    __table_args__ = (Index("rule_history_did_idx", "scope", "name"),)
+
+
+class Lock(_Stamped, Base):
+    """A rule's claim on one file replica at one RSE."""
+
+    __tablename__ = "locks"
+    rule_id: Mapped[str] = mapped_column(
+        ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id"), primary_key=True)
+    account: Mapped[str] = mapped_column(String(ACCOUNT))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(11), default="REPLICATING")
+    __table_args__ = (
+        Index("locks_replica_idx", "scope", "name", "rse_id"),
+        Index("locks_account_rse_idx", "account", "rse_id"),
+    )
+
+
+class Event(Base):
+    """Outbox of state changes (consumed by monitoring, webhooks, the portal)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # JSON text
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    __table_args__ = (Index("events_type_idx", "event_type", "id"),)
+
+
+class SigningKey(Base):
+    """Keys the embedded token issuer signs with; old keys stay until their tokens expire."""
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(10))
+    private_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime)

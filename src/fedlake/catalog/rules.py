@@ -1,0 +1,568 @@
+"""Replication rules and their locks (the bookkeeping; placement comes with the rules issue).
+
+A rule picks ``copies`` RSEs from its expression for each group of files (grouping
+ALL/DATASET: one choice per group; NONE: per file), preferring RSEs that already hold
+the files. Existing replicas are locked; missing ones get a COPYING replica and a
+REPLICATING lock. When a replica becomes AVAILABLE its locks turn OK and the rule's
+counters and state follow in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from fedlake.catalog import events
+from fedlake.catalog._util import chunks, insert_rows, pairs_in
+from fedlake.catalog.dids import _collections_below, get_did, list_files
+from fedlake.catalog.models import (
+    DID,
+    RSE,
+    AccountLimit,
+    DIDContent,
+    Lock,
+    Replica,
+    Rule,
+    RuleHistory,
+)
+from fedlake.domain.errors import (
+    DuplicateRule,
+    InsufficientAccountLimit,
+    InsufficientTargetRSEs,
+    InvalidInput,
+    InvalidReplicationRule,
+    RuleNotFound,
+    UnsupportedOperation,
+)
+from fedlake.domain.timefmt import parse_datetime, utcnow
+from fedlake.domain.types import (
+    DIDType,
+    LockState,
+    ReplicaState,
+    RuleGrouping,
+    RuleNotification,
+    RuleState,
+)
+
+__all__ = [
+    "NewRule",
+    "add_rule",
+    "delete_rule",
+    "get_rule",
+    "list_rules",
+    "locks_available",
+    "rule_dict",
+    "update_rule",
+]
+
+Key = tuple[str, str]
+
+
+@dataclass(slots=True)
+class NewRule:
+    scope: str
+    name: str
+    account: str
+    copies: int
+    rse_expression: str
+    target_rse_ids: list[str]  # resolved from the expression, in preference order
+    grouping: RuleGrouping = RuleGrouping.DATASET
+    lifetime: int | None = None
+    weight: str | None = None
+    locked: bool = False
+    source_replica_expression: str | None = None
+    activity: str = "User Subscriptions"
+    notification: RuleNotification = RuleNotification.NO
+    purge_replicas: bool = False
+    ignore_availability: bool = False
+    ignore_account_limit: bool = False
+    priority: int = 3
+    comment: str | None = None
+    meta: str | None = None
+
+
+def rule_dict(r: Rule, bytes_: int | None = None) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "subscription_id": r.subscription_id,
+        "account": r.account,
+        "scope": r.scope,
+        "name": r.name,
+        "did_type": r.did_type,
+        "state": r.state,
+        "error": r.error,
+        "rse_expression": r.rse_expression,
+        "copies": r.copies,
+        "expires_at": r.expires_at,
+        "weight": r.weight,
+        "locked": r.locked,
+        "locks_ok_cnt": r.locks_ok_cnt,
+        "locks_replicating_cnt": r.locks_replicating_cnt,
+        "locks_stuck_cnt": r.locks_stuck_cnt,
+        "source_replica_expression": r.source_replica_expression,
+        "activity": r.activity,
+        "grouping": r.grouping,
+        "notification": r.notification,
+        "stuck_at": r.stuck_at,
+        "purge_replicas": r.purge_replicas,
+        "ignore_availability": r.ignore_availability,
+        "ignore_account_limit": r.ignore_account_limit,
+        "priority": r.priority,
+        "comments": r.comments,
+        "child_rule_id": r.child_rule_id,
+        "eol_at": r.eol_at,
+        "split_container": r.split_container,
+        "meta": r.meta,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "bytes": bytes_,
+    }
+
+
+def get_rule(session: Session, rule_id: str) -> Rule:
+    row = session.get(Rule, rule_id) if isinstance(rule_id, str) and len(rule_id) <= 32 else None
+    if row is None:
+        raise RuleNotFound(f"rule {rule_id!r} does not exist")
+    return row
+
+
+def _groups(session: Session, did: DID, grouping: RuleGrouping) -> list[list[DID]]:
+    if did.did_type == DIDType.FILE:
+        return [[did]]
+    if grouping == RuleGrouping.NONE:
+        return [[f] for f in list_files(session, did.scope, did.name)]
+    if grouping == RuleGrouping.ALL or did.did_type == DIDType.DATASET:
+        return [list(list_files(session, did.scope, did.name))]
+    datasets, _ = _collections_below(session, [(did.scope, did.name)])
+    return [list(list_files(session, s, n)) for s, n in datasets]
+
+
+def _existing_replicas(
+    session: Session, files: Sequence[DID], rse_ids: Sequence[str]
+) -> dict[tuple[str, str, str], str]:
+    out: dict[tuple[str, str, str], str] = {}
+    for batch in chunks([(f.scope, f.name) for f in files]):
+        for rid, s, n, st in session.execute(
+            select(Replica.rse_id, Replica.scope, Replica.name, Replica.state).where(
+                pairs_in(Replica.scope, Replica.name, batch), Replica.rse_id.in_(rse_ids)
+            )
+        ):
+            out[(rid, s, n)] = st
+    return out
+
+
+def _check_limits(session: Session, account: str, planned: dict[str, int]) -> None:
+    limits = {
+        r.target: r.bytes
+        for r in session.scalars(
+            select(AccountLimit).where(
+                AccountLimit.account == account, AccountLimit.locality == "local"
+            )
+        )
+    }
+    if not limits:
+        return
+    names = {i: n for i, n in session.execute(select(RSE.id, RSE.rse).where(RSE.id.in_(planned)))}
+    for rse_id, nbytes in planned.items():
+        limit = limits.get(names[rse_id])
+        if limit is None or limit < 0:
+            continue
+        used = session.execute(
+            select(func.coalesce(func.sum(Lock.bytes), 0)).where(
+                Lock.account == account, Lock.rse_id == rse_id
+            )
+        ).scalar_one() or 0
+        if used + nbytes > limit:
+            raise InsufficientAccountLimit(
+                f"account {account} would use {used + nbytes} bytes on {names[rse_id]} but its "
+                f"limit there is {limit} bytes (now used: {used}); ask an admin to raise it"
+            )
+
+
+def add_rule(session: Session, spec: NewRule) -> str:
+    did = get_did(session, spec.scope, spec.name)
+    if spec.copies < 1:
+        raise InvalidReplicationRule("copies must be at least 1")
+    dup = session.scalar(
+        select(Rule.id).where(
+            Rule.scope == spec.scope,
+            Rule.name == spec.name,
+            Rule.account == spec.account,
+            Rule.rse_expression == spec.rse_expression,
+            Rule.copies == spec.copies,
+        )
+    )
+    if dup is not None:
+        raise DuplicateRule(
+            f"rule {dup} already asks for {spec.copies} copies of {spec.scope}:{spec.name} "
+            f"on {spec.rse_expression!r} for account {spec.account}"
+        )
+    if len(spec.target_rse_ids) < spec.copies:
+        raise InsufficientTargetRSEs(
+            f"{spec.rse_expression!r} matches {len(spec.target_rse_ids)} usable RSE(s) "
+            f"but {spec.copies} copies were asked for"
+        )
+    now = utcnow()
+    rule = Rule(
+        id=uuid.uuid4().hex,
+        account=spec.account,
+        scope=spec.scope,
+        name=spec.name,
+        did_type=did.did_type,
+        state=RuleState.REPLICATING.value,
+        rse_expression=spec.rse_expression,
+        copies=spec.copies,
+        expires_at=now + timedelta(seconds=spec.lifetime) if spec.lifetime else None,
+        weight=spec.weight,
+        locked=spec.locked,
+        source_replica_expression=spec.source_replica_expression,
+        activity=spec.activity,
+        grouping=spec.grouping.value,
+        notification=spec.notification.value,
+        purge_replicas=spec.purge_replicas,
+        ignore_availability=spec.ignore_availability,
+        ignore_account_limit=spec.ignore_account_limit,
+        priority=spec.priority,
+        comments=spec.comment,
+        meta=spec.meta,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(rule)
+    session.flush()
+    plan: list[tuple[list[DID], list[str]]] = []
+    for group in _groups(session, did, spec.grouping):
+        if not group:
+            continue
+        have = _existing_replicas(session, group, spec.target_rse_ids)
+        score = {
+            rid: sum(1 for f in group if (rid, f.scope, f.name) in have)
+            for rid in spec.target_rse_ids
+        }
+        plan.append((group, sorted(spec.target_rse_ids, key=lambda r: -score[r])[: spec.copies]))
+    lock_files(session, rule, plan, check_limits=not spec.ignore_account_limit)
+    _history(session, rule)
+    events.emit(
+        session,
+        "rule-added",
+        {"rule_id": rule.id, "scope": rule.scope, "name": rule.name, "state": rule.state},
+    )
+    return rule.id
+
+
+def lock_files(
+    session: Session,
+    rule: Rule,
+    plan: Sequence[tuple[Sequence[DID], Sequence[str]]],
+    *,
+    check_limits: bool = True,
+) -> int:
+    """Lock each group's files on its RSEs (creating COPYING replicas where missing)."""
+    now = utcnow()
+    locks: list[dict[str, Any]] = []
+    new_replicas: list[dict[str, Any]] = []
+    planned: dict[str, int] = {}
+    for group, rse_ids in plan:
+        have = _existing_replicas(session, list(group), list(rse_ids))
+        locked: set[tuple[str, str, str]] = set()
+        for batch in chunks([(f.scope, f.name) for f in group]):
+            locked.update(
+                (rid, s, n)
+                for rid, s, n in session.execute(
+                    select(Lock.rse_id, Lock.scope, Lock.name).where(
+                        Lock.rule_id == rule.id, pairs_in(Lock.scope, Lock.name, batch)
+                    )
+                )
+            )
+        for rid in rse_ids:
+            for f in group:
+                if (rid, f.scope, f.name) in locked:
+                    continue
+                locked.add((rid, f.scope, f.name))
+                state = have.get((rid, f.scope, f.name))
+                if state is None:
+                    new_replicas.append(
+                        {
+                            "rse_id": rid,
+                            "scope": f.scope,
+                            "name": f.name,
+                            "bytes": f.bytes or 0,
+                            "adler32": f.adler32,
+                            "md5": f.md5,
+                            "path": None,
+                            "state": ReplicaState.COPYING.value,
+                            "lock_cnt": 0,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                ok = state == ReplicaState.AVAILABLE.value
+                locks.append(
+                    {
+                        "rule_id": rule.id,
+                        "scope": f.scope,
+                        "name": f.name,
+                        "rse_id": rid,
+                        "account": rule.account,
+                        "bytes": f.bytes,
+                        "state": (LockState.OK if ok else LockState.REPLICATING).value,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                planned[rid] = planned.get(rid, 0) + (f.bytes or 0)
+    if check_limits and planned:
+        _check_limits(session, rule.account, planned)
+    insert_rows(session, Replica, new_replicas, 5000)
+    insert_rows(session, Lock, locks, 5000)
+    _bump_lock_counts(session, [(lk["rse_id"], lk["scope"], lk["name"]) for lk in locks], +1)
+    session.flush()
+    recount(session, {rule.id}, history=False)
+    return len(locks)
+
+
+def rules_covering(session: Session, keys: Sequence[Key]) -> list[Rule]:
+    """Rules whose DID is one of ``keys``."""
+    out: list[Rule] = []
+    for batch in chunks(keys):
+        out.extend(session.scalars(select(Rule).where(pairs_in(Rule.scope, Rule.name, batch))))
+    return out
+
+
+def lock_rses(session: Session, rule_id: str) -> list[str]:
+    return list(session.scalars(select(Lock.rse_id).where(Lock.rule_id == rule_id).distinct()))
+
+
+def _bump_lock_counts(session: Session, replicas: list[tuple[str, str, str]], delta: int) -> None:
+    counts: dict[tuple[str, str, str], int] = {}
+    for key in replicas:
+        counts[key] = counts.get(key, 0) + 1
+    by_n: dict[int, list[tuple[str, str, str]]] = {}
+    for key, n in counts.items():
+        by_n.setdefault(n, []).append(key)
+    for n, keys in by_n.items():
+        by_rse: dict[str, list[Key]] = {}
+        for rid, s, nm in keys:
+            by_rse.setdefault(rid, []).append((s, nm))
+        for rid, pairs in by_rse.items():
+            for batch in chunks(pairs):
+                session.execute(
+                    update(Replica)
+                    .where(Replica.rse_id == rid, pairs_in(Replica.scope, Replica.name, batch))
+                    .values(
+                        lock_cnt=Replica.lock_cnt + delta * n,
+                        tombstone=None if delta > 0 else Replica.tombstone,
+                    )
+                )
+
+
+def _history(session: Session, rule: Rule) -> None:
+    session.execute(
+        insert(RuleHistory),
+        [
+            {
+                "rule_id": rule.id,
+                "account": rule.account,
+                "scope": rule.scope,
+                "name": rule.name,
+                "rse_expression": rule.rse_expression,
+                "state": rule.state,
+                "locks_ok_cnt": rule.locks_ok_cnt,
+                "locks_replicating_cnt": rule.locks_replicating_cnt,
+                "locks_stuck_cnt": rule.locks_stuck_cnt,
+                "created_at": rule.created_at,
+                "updated_at": utcnow(),
+            }
+        ],
+    )
+
+
+def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> None:
+    """Recompute counters and state of rules from their locks."""
+    for rid in rule_ids:
+        rule = session.get(Rule, rid)
+        if rule is None:
+            continue
+        counts = {
+            st: n
+            for st, n in session.execute(
+                select(Lock.state, func.count()).where(Lock.rule_id == rid).group_by(Lock.state)
+            )
+        }
+        rule.locks_ok_cnt = counts.get(LockState.OK.value, 0)
+        rule.locks_replicating_cnt = counts.get(LockState.REPLICATING.value, 0)
+        rule.locks_stuck_cnt = counts.get(LockState.STUCK.value, 0)
+        old = rule.state
+        if rule.state not in (RuleState.SUSPENDED.value, RuleState.WAITING_APPROVAL.value):
+            if rule.locks_stuck_cnt:
+                rule.state = RuleState.STUCK.value
+            elif rule.locks_replicating_cnt:
+                rule.state = RuleState.REPLICATING.value
+            else:
+                rule.state = RuleState.OK.value
+        rule.updated_at = utcnow()
+        if rule.state != old and history:
+            _history(session, rule)
+            if rule.state == RuleState.OK.value:
+                events.emit(
+                    session, "rule-ok", {"rule_id": rid, "scope": rule.scope, "name": rule.name}
+                )
+
+
+def locks_available(session: Session, rse_id: str, keys: Sequence[Key]) -> None:
+    """Replicas became AVAILABLE: their REPLICATING/STUCK locks turn OK."""
+    rule_ids: set[str] = set()
+    for batch in chunks(keys):
+        cond = and_(
+            Lock.rse_id == rse_id,
+            pairs_in(Lock.scope, Lock.name, batch),
+            Lock.state != LockState.OK.value,
+        )
+        rule_ids.update(session.scalars(select(Lock.rule_id).where(cond).distinct()))
+        session.execute(
+            update(Lock).where(cond).values(state=LockState.OK.value, updated_at=utcnow())
+        )
+    recount(session, rule_ids)
+
+
+def list_rules(session: Session, filters: dict[str, Any]) -> list[Rule]:
+    stmt = select(Rule)
+    for key, value in filters.items():
+        col = getattr(Rule, key, None)
+        if col is None or key in ("metadata", "registry"):
+            raise UnsupportedOperation(f"cannot filter rules by {key!r}")
+        if key == "state":
+            value = RuleState.parse(value).value
+        elif isinstance(value, str):
+            value = _filter_value(key, col, value)
+        stmt = stmt.where(col == value)
+    return list(session.scalars(stmt.order_by(Rule.created_at)))
+
+
+def _filter_value(key: str, col: Any, text: str) -> Any:
+    """A query-string value as the column's type (a type error in SQL would be a 500)."""
+    kind = col.type.python_type
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if kind is int:
+            return int(text)
+        if kind is datetime:
+            return parse_datetime(text)
+    except ValueError:
+        raise InvalidInput(f"rule filter {key}={text!r}: not a valid {kind.__name__}") from None
+    return text
+
+
+def rules_for_file(session: Session, scope: str, name: str) -> list[Rule]:
+    ids = select(Lock.rule_id).where(Lock.scope == scope, Lock.name == name).distinct()
+    return list(session.scalars(select(Rule).where(Rule.id.in_(ids))))
+
+
+def delete_rule(session: Session, rule_id: str, purge_replicas: bool | None = None) -> None:
+    rule = get_rule(session, rule_id)
+    if rule.locked:
+        raise UnsupportedOperation(f"rule {rule_id} is locked; unlock it first")
+    purge = rule.purge_replicas if purge_replicas is None else purge_replicas
+    locks = [
+        (rid, s, n)
+        for rid, s, n in session.execute(
+            select(Lock.rse_id, Lock.scope, Lock.name).where(Lock.rule_id == rule_id)
+        )
+    ]
+    session.execute(delete(Lock).where(Lock.rule_id == rule_id))
+    _bump_lock_counts(session, locks, -1)
+    now = utcnow()
+    by_rse: dict[str, list[Key]] = {}
+    for rid, s, n in locks:
+        by_rse.setdefault(rid, []).append((s, n))
+    from datetime import datetime
+
+    for rid, pairs in by_rse.items():
+        for batch in chunks(pairs):
+            session.execute(
+                update(Replica)
+                .where(
+                    Replica.rse_id == rid,
+                    pairs_in(Replica.scope, Replica.name, batch),
+                    Replica.lock_cnt == 0,
+                )
+                .values(tombstone=datetime(1970, 1, 1) if purge else now)
+            )
+    rule.updated_at = now
+    _history(session, rule)
+    events.emit(session, "rule-deleted", {"rule_id": rule_id})
+    session.delete(rule)
+
+
+def update_rule(session: Session, rule_id: str, options: dict[str, Any]) -> None:
+    rule = get_rule(session, rule_id)
+    for key, value in options.items():
+        if key == "lifetime":
+            rule.expires_at = None if value is None else utcnow() + timedelta(seconds=int(value))
+        elif key == "locked":
+            rule.locked = bool(value)
+        elif key == "comment":
+            rule.comments = None if value is None else str(value)[:255]
+        elif key == "activity":
+            rule.activity = str(value)
+        elif key == "priority":
+            rule.priority = int(value)
+        elif key == "account":
+            rule.account = str(value)
+        elif key == "source_replica_expression":
+            rule.source_replica_expression = value
+        elif key == "child_rule_id":
+            rule.child_rule_id = value
+        elif key == "state":
+            st = RuleState.parse(value)
+            if st not in (RuleState.STUCK, RuleState.SUSPENDED):
+                raise UnsupportedOperation("a rule's state can only be set to STUCK or SUSPENDED")
+            rule.state = st.value
+        elif key in ("cancel_requests", "boost_rule"):
+            continue
+        else:
+            raise UnsupportedOperation(f"rule option {key!r} cannot be updated")
+    rule.updated_at = utcnow()
+
+
+def rule_history(session: Session, scope: str, name: str) -> list[RuleHistory]:
+    return list(
+        session.scalars(
+            select(RuleHistory)
+            .where(RuleHistory.scope == scope, RuleHistory.name == name)
+            .order_by(RuleHistory.id)
+        )
+    )
+
+
+def locks_of_dataset(session: Session, scope: str, name: str) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(Lock, RSE.rse)
+        .join(
+            DIDContent,
+            and_(DIDContent.child_scope == Lock.scope, DIDContent.child_name == Lock.name),
+        )
+        .join(RSE, RSE.id == Lock.rse_id)
+        .where(DIDContent.scope == scope, DIDContent.name == name)
+    )
+    return [
+        {
+            "rule_id": lk.rule_id,
+            "scope": lk.scope,
+            "name": lk.name,
+            "rse_id": lk.rse_id,
+            "rse": rse,
+            "state": lk.state,
+            "account": lk.account,
+        }
+        for lk, rse in rows
+    ]
