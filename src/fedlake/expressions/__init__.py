@@ -1,0 +1,1 @@
+"""Parsers for RSE expressions and DID metadata filters."""
