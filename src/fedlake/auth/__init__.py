@@ -1,0 +1,1 @@
+"""Identity: password hashing, token issuing and validation, authorization policy."""
