@@ -1,0 +1,137 @@
+"""POSIX directories (``file://host/abs/path``). Writes land via a temporary file.
+
+Temporaries live next to the target as ``.<name>.fedlake-tmp-<random>`` so the rename is
+atomic on every filesystem; ``sweep_temporaries`` removes ones left by killed writers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fedlake.domain.checksums import Checksummer, Digest, file_digest
+from fedlake.domain.errors import ChecksumMismatch
+from fedlake.storage.base import StatResult, Storage
+
+__all__ = ["TMP_MARK", "PosixStorage", "is_temporary", "local_path", "sweep_temporaries"]
+
+TMP_MARK = ".fedlake-tmp-"
+BLOCK = 4 * 1024 * 1024
+# exactly what write() creates, so a file whose own name contains TMP_MARK is never swept
+_TMP_NAME = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"[0-9a-f]{12}$", re.DOTALL)
+
+
+def is_temporary(name: str) -> bool:
+    """True for a temporary of a writer (ours: ``.<name>.fedlake-tmp-<hex>``, or rucio's)."""
+    return bool(_TMP_NAME.match(name)) or name.endswith(".rucio.upload")
+
+
+def local_path(url: str) -> Path:
+    if url.startswith("/"):
+        return Path(url)
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        raise ValueError(f"{url!r} is not a file:// URL")
+    # no percent-decoding: build_pfn writes names literally, and so does the rucio client
+    return Path(parts.path)
+
+
+class PosixStorage(Storage):
+    scheme = "file"
+
+    def exists(self, url: str) -> bool:
+        return local_path(url).is_file()
+
+    def stat(self, url: str, *, checksums: bool = False) -> StatResult:
+        path = local_path(url)
+        st = path.stat()
+        if not path.is_file():
+            raise IsADirectoryError(f"{path} is a directory")
+        if checksums:
+            d = file_digest(path)
+            return StatResult(st.st_size, st.st_mtime, d.adler32, d.md5)
+        return StatResult(st.st_size, st.st_mtime)
+
+    def read(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        with open(local_path(url), "rb") as fh:
+            fh.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                block = fh.read(BLOCK if remaining is None else min(BLOCK, remaining))
+                if not block:
+                    break
+                if remaining is not None:
+                    remaining -= len(block)
+                yield block
+
+    def write(
+        self,
+        url: str,
+        chunks: Iterable[bytes],
+        *,
+        expected: Digest | None = None,
+        overwrite: bool = False,
+    ) -> Digest:
+        path = local_path(url)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(6)}")
+        summer = Checksummer(md5=expected is None or expected.md5 is not None)
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in chunks:
+                    summer.update(chunk)
+                    fh.write(chunk)
+            got = summer.digest()
+            _verify(expected, got, str(path))
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # fails if the target appeared meanwhile
+                tmp.unlink()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return got
+
+    def delete(self, url: str) -> None:
+        local_path(url).unlink()
+
+    def listdir(self, url: str) -> list[str]:
+        return sorted(p.name for p in local_path(url).iterdir() if not is_temporary(p.name))
+
+
+def _verify(expected: Digest | None, got: Digest, where: str) -> None:
+    if expected is None:
+        return
+    if expected.bytes != got.bytes:
+        raise ChecksumMismatch(f"{where}: received {got.bytes} bytes, expected {expected.bytes}")
+    if expected.adler32 and expected.adler32 != got.adler32:
+        raise ChecksumMismatch(f"{where}: adler32 is {got.adler32}, expected {expected.adler32}")
+    if expected.md5 and expected.md5 != got.md5:
+        raise ChecksumMismatch(f"{where}: md5 is {got.md5}, expected {expected.md5}")
+
+
+def sweep_temporaries(root: Path, older_than: float = 3600.0) -> int:
+    """Remove temporaries (ours and the rucio client's) older than ``older_than`` seconds."""
+    removed = 0
+    cutoff = time.time() - older_than
+    if not root.is_dir():
+        return 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if is_temporary(name):
+                p = Path(dirpath) / name
+                try:
+                    if p.stat().st_mtime < cutoff:
+                        p.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+    return removed
