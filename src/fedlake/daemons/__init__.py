@@ -1,0 +1,1 @@
+"""Background jobs: one runner, jobs named by what they do."""

@@ -1,0 +1,245 @@
+"""Replicas: registration, state changes, listing (NDJSON and metalink), redirects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from fedlake.auth.policy import Caller, require_admin, require_scope_owner
+from fedlake.bootstrap import Lake
+from fedlake.catalog import dids as did_core
+from fedlake.catalog import replicas as core
+from fedlake.catalog import rses as rse_core
+from fedlake.catalog import rules as rule_core
+from fedlake.catalog.rses import RSEInfo
+from fedlake.domain.checksums import normalize_adler32, normalize_md5
+from fedlake.domain.errors import (
+    AccessDenied,
+    DIDNotFound,
+    InvalidInput,
+    ReplicaNotFound,
+    UnsupportedOperation,
+)
+from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
+from fedlake.domain.types import ReplicaState
+from fedlake.services._validate import opt_bool, req_dict, req_int, req_list
+from fedlake.services.dids import did_key
+from fedlake.services.rses import resolve
+
+__all__ = ["add_replicas", "best_pfn", "list_replicas", "update_replicas"]
+
+
+def _rse(s: Session, name: Any) -> RSEInfo:
+    if not isinstance(name, str):
+        raise InvalidInput("'rse' is required and must be an RSE name")
+    return rse_core.rse_info(s, rse_core.get_rse(s, validate_rse_name(name)))
+
+
+def parse_file(f: Any, *, default_state: ReplicaState = ReplicaState.AVAILABLE) -> core.FileReplica:
+    f = req_dict(f, "each file")
+    scope, name = did_key(f, "file")
+    what = f"file {scope}:{name}"
+    nbytes = req_int(f, "bytes", what)
+    adler32 = normalize_adler32(f.get("adler32"))
+    md5 = normalize_md5(f.get("md5"))
+    if adler32 is None and md5 is None:
+        raise InvalidInput(f"{what}: give adler32 or md5 so the lake can verify the bytes")
+    meta = f.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise InvalidInput(f"{what}: meta must be a JSON object")
+    guid = f.get("guid") or meta.get("guid")
+    if guid is not None and (not isinstance(guid, str) or len(guid) > 36):
+        raise InvalidInput(f"{what}: guid must be a string of at most 36 characters")
+    state = ReplicaState.parse(f["state"]) if f.get("state") else default_state
+    pfn = f.get("pfn")
+    if pfn is not None and not isinstance(pfn, str):
+        raise InvalidInput(f"{what}: pfn must be a string")
+    return core.FileReplica(scope, name, nbytes, adler32, md5, state, pfn, guid, dict(meta))
+
+
+def add_replicas(lake: Lake, caller: Caller, body: Any) -> int:
+    body = req_dict(body, "the request")
+    files = [parse_file(f) for f in req_list(body.get("files"), "files")]
+    if not files:
+        raise InvalidInput("'files' is empty: nothing to register")
+    ignore_availability = opt_bool(body, "ignore_availability", "request", default=True)
+    with lake.db.write() as s:
+        rse = _rse(s, body.get("rse"))
+        if not rse.availability_write and not ignore_availability:
+            raise UnsupportedOperation(f"RSE {rse.rse} is not available for writing")
+        for scope in {f.scope for f in files}:
+            require_scope_owner(s, caller, scope, "register replicas")
+        n = core.add_replicas(s, rse, files, caller.account)
+        available = [(f.scope, f.name) for f in files if f.state == ReplicaState.AVAILABLE]
+        if available:
+            rule_core.locks_available(s, rse.id, available)
+        return n
+
+
+def update_replicas(lake: Lake, caller: Caller, body: Any) -> None:
+    body = req_dict(body, "the request")
+    changes = []
+    for f in req_list(body.get("files"), "files"):
+        f = req_dict(f, "each file")
+        scope, name = did_key(f, "file")
+        if "state" not in f:
+            raise InvalidInput(f"file {scope}:{name}: 'state' is required")
+        changes.append((scope, name, ReplicaState.parse(f["state"])))
+    with lake.db.write() as s:
+        rse = _rse(s, body.get("rse"))
+        for scope in {c[0] for c in changes}:
+            require_scope_owner(s, caller, scope, "change replica states")
+        became = core.update_states(s, rse, changes)
+        if became:
+            rule_core.locks_available(s, rse.id, became)
+
+
+def delete_replicas(lake: Lake, caller: Caller, body: Any) -> None:
+    require_admin(caller, "delete replicas")
+    body = req_dict(body, "the request")
+    keys = [did_key(f, "file") for f in req_list(body.get("files"), "files")]
+    with lake.db.write() as s:
+        core.delete_replicas(s, _rse(s, body.get("rse")), keys)
+
+
+def tombstone(lake: Lake, caller: Caller, body: Any) -> None:
+    body = req_dict(body, "the request")
+    items = []
+    with lake.db.write() as s:
+        for r in req_list(body.get("replicas"), "replicas"):
+            r = req_dict(r, "replica")
+            scope, name = did_key(r, "replica")
+            require_scope_owner(s, caller, scope, "remove replicas")
+            items.append((_rse(s, r.get("rse")).id, (scope, name)))
+        core.set_tombstones(s, items)
+
+
+class ListQuery:
+    """Parsed body of ``POST /replicas/list``."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.dids = [did_key(d, "DID") for d in req_list(body.get("dids"), "dids")]
+        schemes = body.get("schemes")
+        if schemes is not None and (
+            not isinstance(schemes, list) or not all(isinstance(x, str) for x in schemes)
+        ):
+            raise InvalidInput("schemes must be a list of strings")
+        self.schemes: list[str] | None = schemes or None
+        domain = body.get("domain") or "wan"
+        if domain not in ("wan", "lan", "all"):
+            raise InvalidInput("domain must be wan, lan or all")
+        self.domain: str = domain
+        self.all_states = opt_bool(body, "all_states", "request")
+        self.rse_expression: str | None = body.get("rse_expression") or None
+        self.resolve_parents = opt_bool(body, "resolve_parents", "request")
+        self.ignore_availability = opt_bool(body, "ignore_availability", "request", default=True)
+
+
+def list_replicas(lake: Lake, body: Any) -> Iterator[dict[str, Any]]:
+    q = ListQuery(req_dict(body, "the request"))
+    with lake.db.read() as s:
+        found = did_core.existing_dids(s, q.dids)
+        missing = [k for k in q.dids if k not in found]
+        if missing:
+            raise DIDNotFound(f"data identifier {missing[0][0]}:{missing[0][1]} does not exist")
+        infos = {r.id: rse_core.rse_info(s, r) for r in rse_core.all_rses(s)}
+        rse_ids = None
+        if q.rse_expression:
+            names = set(resolve(s, q.rse_expression))
+            rse_ids = {i for i, info in infos.items() if info.rse in names}
+    return _records(lake, q, infos, rse_ids)
+
+
+def _records(
+    lake: Lake, q: ListQuery, infos: dict[str, RSEInfo], rse_ids: set[str] | None
+) -> Iterator[dict[str, Any]]:
+    with lake.db.read() as s:
+        files = did_core.resolve_files(s, q.dids)
+        for rec in core.iter_replicas(s, files, all_states=q.all_states, rse_ids=rse_ids):
+            yield _record(rec, q, infos)
+
+
+def _record(rec: core.ReplicaRecord, q: ListQuery, infos: dict[str, RSEInfo]) -> dict[str, Any]:
+    pfns: dict[str, dict[str, Any]] = {}
+    rses: dict[str, list[str]] = {}
+    states: dict[str, str] = {}
+    ordered = sorted(rec.replicas, key=lambda r: (infos[r[0]].rse_type == "TAPE", infos[r[0]].rse))
+    for rse_id, state, path in ordered:
+        info = infos[rse_id]
+        if not q.ignore_availability and not info.availability_read:
+            continue
+        states[info.rse] = state
+        rses.setdefault(info.rse, [])
+        for pfn, dom, prio in core.pfns_for(
+            info, rec.scope, rec.name, path, schemes=q.schemes, domain=q.domain
+        ):
+            pfns[pfn] = {
+                "rse": info.rse,
+                "rse_id": rse_id,
+                "type": info.rse_type,
+                "volatile": info.volatile,
+                "domain": dom,
+                "priority": prio,
+                "client_extract": False,
+            }
+            rses[info.rse].append(pfn)
+    for i, meta in enumerate(pfns.values(), start=1):
+        meta["priority"] = i
+    out: dict[str, Any] = {
+        "scope": rec.scope,
+        "name": rec.name,
+        "bytes": rec.bytes,
+        "md5": rec.md5,
+        "adler32": rec.adler32,
+        "pfns": pfns,
+        "rses": rses,
+        "states": states,
+    }
+    if q.resolve_parents:
+        out["parents"] = [f"{s}:{n}" for s, n in rec.parents]
+    return out
+
+
+def replicas_of_did(lake: Lake, scope: str, name: str) -> Iterator[dict[str, Any]]:
+    return list_replicas(lake, {"dids": [{"scope": scope, "name": name}], "all_states": True})
+
+
+def dataset_replicas(
+    lake: Lake, dids: list[tuple[str, str]], deep: bool = False
+) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        datasets: list[tuple[str, str]] = []
+        for scope, name in dids:
+            row = did_core.get_did(s, validate_scope(scope), validate_did_name(name))
+            if row.did_type == "CONTAINER":
+                datasets.extend(did_core._collections_below(s, [(scope, name)])[0])
+            elif row.did_type == "DATASET":
+                datasets.append((scope, name))
+            else:
+                raise InvalidInput(f"{scope}:{name} is a file; dataset replicas need a dataset")
+        return list(core.dataset_replicas(s, datasets))
+
+
+def datasets_at_rse(lake: Lake, rse: str) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        row = rse_core.get_rse(s, validate_rse_name(rse))
+        return [d | {"rse": rse} for d in core.datasets_at_rse(s, row.id)]
+
+
+def best_pfn(lake: Lake, scope: str, name: str, schemes: list[str] | None = None) -> str:
+    """The PFN a client should read first (``/redirect``): available, disk before tape."""
+    with lake.db.read() as s:
+        row = did_core.get_did(s, validate_scope(scope), validate_did_name(name))
+        if row.did_type != "FILE":
+            raise InvalidInput(f"{scope}:{name} is a {row.did_type.lower()}; redirect needs a file")
+    for rec in list_replicas(lake, {"dids": [{"scope": scope, "name": name}], "schemes": schemes}):
+        for pfn in rec["pfns"]:
+            return str(pfn)
+    raise ReplicaNotFound(f"{scope}:{name} has no available replica")
+
+
+def check_caller(caller: Caller) -> None:
+    if not caller.account:
+        raise AccessDenied("no account")

@@ -1,0 +1,204 @@
+"""Replication rules: add, show, list, update, delete, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fedlake.auth.policy import Caller, require_rule_owner
+from fedlake.bootstrap import Lake
+from fedlake.catalog import dids as did_core
+from fedlake.catalog import rses as rse_core
+from fedlake.catalog import rules as core
+from fedlake.catalog.accounts import get_account
+from fedlake.catalog.models import DID, RSE
+from fedlake.domain.errors import AccessDenied, InvalidInput, InvalidReplicationRule
+from fedlake.domain.names import validate_account, validate_did_name, validate_scope
+from fedlake.domain.types import RuleGrouping, RuleNotification
+from fedlake.services._validate import (
+    MAX_LIFETIME,
+    opt_bool,
+    opt_int,
+    opt_str,
+    req_dict,
+    req_int,
+    req_list,
+    req_str,
+)
+from fedlake.services.rses import resolve
+
+__all__ = [
+    "add_rules",
+    "add_rules_in",
+    "delete_rule",
+    "get_rule",
+    "list_rules",
+    "targets_of",
+    "update_rule",
+]
+
+
+def targets_of(s: Session, expression: str, ignore_availability: bool) -> list[str]:
+    names = resolve(s, expression)
+    rows = s.scalars(select(RSE).where(RSE.rse.in_(names), RSE.deleted_at.is_(None)))
+    return [
+        r.id
+        for r in sorted(rows, key=lambda r: r.rse)
+        if ignore_availability or r.availability_write
+    ]
+
+
+def add_rules_in(s: Session, caller: Caller, body: dict[str, Any]) -> list[str]:
+    """Add one rule per DID of ``body`` inside an open transaction."""
+    what = "rule"
+    dids = req_list(body.get("dids"), "dids")
+    if not dids:
+        raise InvalidInput("a rule needs at least one DID in 'dids'")
+    copies = req_int(body, "copies", what, minimum=1, maximum=2**31 - 1)
+    expression = req_str(body, "rse_expression", what)
+    account = body.get("account") or caller.account
+    validate_account(account)
+    if account != caller.account and not caller.admin:
+        raise AccessDenied(f"account {caller.account} may not add rules for account {account}")
+    get_account(s, account)  # AccountNotFound, not a foreign-key error at insert time
+    grouping = RuleGrouping.parse(body.get("grouping") or "DATASET")
+    notify = RuleNotification.parse(body.get("notify") or "N")
+    lifetime = opt_int(body, "lifetime", what, minimum=1, maximum=MAX_LIFETIME)
+    priority = opt_int(body, "priority", what, maximum=2**31 - 1) or 3
+    ignore_availability = opt_bool(body, "ignore_availability", what)
+    if opt_bool(body, "ask_approval", what) or opt_bool(body, "asynchronous", what):
+        pass  # approval and asynchronous creation come with the rules issue
+    meta = body.get("meta")
+    if meta is not None and not isinstance(meta, str):
+        import json
+
+        meta = json.dumps(meta)
+    ids = []
+    targets = targets_of(s, expression, ignore_availability)
+    if not targets:
+        raise InvalidReplicationRule(
+            f"no RSE of {expression!r} accepts writes; use ignore_availability to force it"
+        )
+    for d in dids:
+        d = req_dict(d, "DID")
+        scope = validate_scope(req_str(d, "scope", "DID"))
+        name = validate_did_name(req_str(d, "name", "DID"))
+        did_core.get_did(s, scope, name)
+        ids.append(
+            core.add_rule(
+                s,
+                core.NewRule(
+                    scope=scope,
+                    name=name,
+                    account=account,
+                    copies=copies,
+                    rse_expression=expression,
+                    target_rse_ids=targets,
+                    grouping=grouping,
+                    lifetime=lifetime,
+                    weight=opt_str(body, "weight", what),
+                    locked=opt_bool(body, "locked", what),
+                    source_replica_expression=opt_str(body, "source_replica_expression", what),
+                    activity=opt_str(body, "activity", what) or "User Subscriptions",
+                    notification=notify,
+                    purge_replicas=opt_bool(body, "purge_replicas", what),
+                    ignore_availability=ignore_availability,
+                    ignore_account_limit=caller.admin
+                    and opt_bool(body, "ignore_account_limit", what),
+                    priority=priority,
+                    comment=opt_str(body, "comment", what),
+                    meta=meta,
+                ),
+            )
+        )
+    return ids
+
+
+def add_rules(lake: Lake, caller: Caller, body: Any) -> list[str]:
+    body = req_dict(body, "the rule")
+    with lake.db.write() as s:
+        return add_rules_in(s, caller, body)
+
+
+def _dict(s: Session, rule: Any) -> dict[str, Any]:
+    did = s.get(DID, (rule.scope, rule.name))
+    return core.rule_dict(rule, did.bytes if did else None)
+
+
+def get_rule(lake: Lake, rule_id: str) -> dict[str, Any]:
+    with lake.db.read() as s:
+        return _dict(s, core.get_rule(s, rule_id))
+
+
+def list_rules(lake: Lake, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        return [_dict(s, r) for r in core.list_rules(s, filters)]
+
+
+def rules_of_did(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        did_core.get_did(s, validate_scope(scope), validate_did_name(name))
+        return [_dict(s, r) for r in core.list_rules(s, {"scope": scope, "name": name})]
+
+
+def associated_rules(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        did_core.get_did(s, validate_scope(scope), validate_did_name(name))
+        return [_dict(s, r) for r in core.rules_for_file(s, scope, name)]
+
+
+def update_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
+    body = req_dict(body, "the update")
+    options = dict(req_dict(body.get("options"), "options"))
+    for key, maximum in (("lifetime", MAX_LIFETIME), ("priority", 2**31 - 1)):
+        if key in options:  # checked here, not as a ValueError deep in the catalogue
+            options[key] = opt_int(options, key, "rule option", maximum=maximum)
+    with lake.db.write() as s:
+        rule = core.get_rule(s, rule_id)
+        require_rule_owner(caller, rule.account, "update")
+        if "account" in options:
+            if not caller.admin:
+                raise AccessDenied("only an admin may move a rule to another account")
+            get_account(s, validate_account(options["account"]))
+        core.update_rule(s, rule_id, options)
+
+
+def delete_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
+    body = body if isinstance(body, dict) else {}
+    purge = body.get("purge_replicas")
+    if purge is not None and not isinstance(purge, bool):
+        raise InvalidInput("purge_replicas must be true, false or null")
+    with lake.db.write() as s:
+        rule = core.get_rule(s, rule_id)
+        require_rule_owner(caller, rule.account, "delete")
+        core.delete_rule(s, rule_id, purge)
+
+
+def history(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        return [
+            {
+                "rule_id": h.rule_id,
+                "account": h.account,
+                "rse_expression": h.rse_expression,
+                "created_at": h.created_at,
+                "updated_at": h.updated_at,
+                "state": h.state,
+                "locks_ok_cnt": h.locks_ok_cnt,
+                "locks_replicating_cnt": h.locks_replicating_cnt,
+                "locks_stuck_cnt": h.locks_stuck_cnt,
+            }
+            for h in core.rule_history(s, validate_scope(scope), validate_did_name(name))
+        ]
+
+
+def dataset_locks(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        did_core.get_did(s, validate_scope(scope), validate_did_name(name))
+        return core.locks_of_dataset(s, scope, name)
+
+
+def rse_names(s: Session) -> dict[str, str]:
+    return {r.id: r.rse for r in rse_core.all_rses(s)}
