@@ -1,0 +1,1 @@
+"""The ASGI application: Rucio-compatible REST API plus fedlake's own endpoints."""

@@ -1,0 +1,32 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+
+from fedlake import __version__
+from fedlake.bootstrap import Lake
+from fedlake.domain.errors import LakeError
+from fedlake.server.errors import handle_http_exception, handle_lake_error, handle_unexpected
+from fedlake.server.routes import accounts, core, dids, files, replicas, rses, rules
+
+__all__ = ["create_app"]
+
+
+def create_app(lake: Lake) -> FastAPI:
+    app = FastAPI(
+        title="fedlake",
+        version=__version__,
+        description="Federated data lake API (Rucio-compatible subset plus fedlake endpoints).",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.lake = lake
+    app.router.redirect_slashes = False
+    for module in (core, accounts, rses, dids, replicas, rules, files):
+        app.include_router(module.router)
+    app.add_exception_handler(LakeError, handle_lake_error)
+    app.add_exception_handler(HTTPException, handle_http_exception)
+    app.add_exception_handler(Exception, handle_unexpected)
+    return app

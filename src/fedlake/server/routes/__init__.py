@@ -1,0 +1,1 @@
+"""One router per noun; each handler parses the request and calls a service."""

@@ -1,0 +1,123 @@
+"""Replicas and redirects (Rucio paths)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import iterate_in_threadpool
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from fedlake.domain.errors import InvalidInput, NotFound
+from fedlake.domain.names import validate_did_name, validate_scope
+from fedlake.server.http import (
+    body_json,
+    caller,
+    lake,
+    path_segments,
+    stream_response,
+    threaded,
+)
+from fedlake.server.metalink import MEDIA_TYPE, metalink
+from fedlake.services import replicas as svc
+
+router = APIRouter(tags=["replicas"])
+
+
+@router.post("/replicas")
+@router.post("/replicas/")
+async def add_replicas(request: Request) -> Response:
+    c = await caller(request)
+    await threaded(svc.add_replicas, lake(request), c, await body_json(request))
+    return Response("Created", status_code=201)
+
+
+@router.put("/replicas")
+@router.put("/replicas/")
+async def update_replicas(request: Request) -> Response:
+    c = await caller(request)
+    await threaded(svc.update_replicas, lake(request), c, await body_json(request))
+    return Response(status_code=200)
+
+
+@router.delete("/replicas")
+@router.delete("/replicas/")
+async def delete_replicas(request: Request) -> Response:
+    c = await caller(request)
+    await threaded(svc.delete_replicas, lake(request), c, await body_json(request))
+    return Response(status_code=200)
+
+
+@router.post("/replicas/tombstone")
+async def tombstone(request: Request) -> Response:
+    c = await caller(request)
+    await threaded(svc.tombstone, lake(request), c, await body_json(request))
+    return Response("Created", status_code=201)
+
+
+def _wants_metalink(request: Request) -> bool:
+    return MEDIA_TYPE in request.headers.get("accept", "")
+
+
+def _metalink_response(records: object) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in iterate_in_threadpool(metalink(records)):  # type: ignore[arg-type]
+            yield chunk.encode()
+
+    return StreamingResponse(body(), media_type=MEDIA_TYPE)
+
+
+@router.post("/replicas/list")
+@router.post("/replicas/list/")
+async def list_replicas(request: Request) -> Response:
+    await caller(request)
+    records = await threaded(svc.list_replicas, lake(request), await body_json(request))
+    if _wants_metalink(request):
+        return _metalink_response(records)
+    return stream_response(records)
+
+
+@router.post("/replicas/datasets_bulk")
+async def datasets_bulk(request: Request) -> Response:
+    await caller(request)
+    body = await body_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("dids"), list):
+        raise InvalidInput('the body must be {"dids": [{"scope", "name"}, ...]}')
+    keys = [(str(d.get("scope")), str(d.get("name"))) for d in body["dids"] if isinstance(d, dict)]
+    return stream_response(await threaded(svc.dataset_replicas, lake(request), keys))
+
+
+@router.get("/replicas/rse/{rse}")
+async def datasets_at_rse(request: Request, rse: str) -> Response:
+    await caller(request)
+    return stream_response(await threaded(svc.datasets_at_rse, lake(request), rse))
+
+
+@router.get("/replicas/{rest:path}")
+async def replicas_of_did(request: Request, rest: str) -> Response:
+    await caller(request)
+    segs = [s for s in path_segments(request, "/replicas/")]
+    if len(segs) < 2:
+        raise NotFound("give a DID as /replicas/<scope>/<name>")
+    scope, name = validate_scope(segs[0]), validate_did_name(segs[1])
+    suffix = "/".join(segs[2:]).rstrip("/")
+    if suffix == "datasets":
+        deep = request.query_params.get("deep", "").lower() in ("true", "1")
+        return stream_response(
+            await threaded(svc.dataset_replicas, lake(request), [(scope, name)], deep)
+        )
+    if suffix:
+        raise NotFound(f"no replica operation {suffix!r}")
+    records = await threaded(svc.replicas_of_did, lake(request), scope, name)
+    if _wants_metalink(request):
+        return _metalink_response(records)
+    return stream_response(records)
+
+
+@router.get("/redirect/{scope}/{name}")
+async def redirect(request: Request, scope: str, name: str) -> Response:
+    """303 to the best available replica of a file (disk before tape)."""
+    await caller(request)
+    schemes = request.query_params.getlist("schemes") or None
+    pfn = await threaded(svc.best_pfn, lake(request), scope, name, schemes)
+    return RedirectResponse(pfn, status_code=303)
