@@ -1,0 +1,5 @@
+"""``python -m fedlake.cli``."""
+
+from fedlake.cli.main import main
+
+main()

@@ -1,0 +1,36 @@
+"""Entry point of the ``fedlake`` command (noun-verb groups; heavy imports are lazy)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fedlake.cli import admin, data, up
+from fedlake.cli.output import err_console
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="fedlake",
+    help="fedlake: a federated, policy-driven data lake (Rucio-compatible).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+up.register(app)
+data.register(app)
+admin.register(app)
+
+
+def main() -> None:
+    from fedlake.domain.errors import LakeError
+
+    try:
+        app()
+    except LakeError as exc:
+        err_console.print(f"[red]error[/] ({type(exc).__name__}): {exc}")
+        sys.exit(1)
+    except ValueError as exc:
+        err_console.print(f"[red]error[/]: {exc}")
+        sys.exit(2)
