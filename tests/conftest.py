@@ -1,0 +1,100 @@
+"""Fixtures: every catalogue test runs on SQLite and, when configured, on PostgreSQL.
+
+``FEDLAKE_TEST_DATABASE_URL`` (set by .ci/run) points at a PostgreSQL server; each test
+session creates its own database there and drops it afterwards. With CI=true a missing
+PostgreSQL is an error, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from starlette.testclient import TestClient
+
+from fedlake.auth.policy import Caller
+from fedlake.bootstrap import Lake, build_lake, ensure_root
+from fedlake.catalog.db import Database
+from fedlake.catalog.migrate import upgrade
+from fedlake.catalog.models import Base
+from fedlake.server.app import create_app
+from fedlake.services.embedded import ensure_local_rses
+from fedlake.settings import Settings
+from tests.helpers import ROOT_PASSWORD, create_pg_database, drop_pg_database, pg_base_url
+
+BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "catalog.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    db.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str | None]:
+    base = pg_base_url()
+    if base is None:
+        yield None
+        return
+    url = create_pg_database(base)
+    db = Database(url)
+    upgrade(db)
+    db.dispose()
+    yield url
+    drop_pg_database(url)
+
+
+def _truncate(url: str) -> None:
+    db = Database(url)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with db.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    db.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
+                 pg_url: str | None) -> str:
+    """A migrated, empty catalogue on each backend."""
+    if request.param == "sqlite":
+        target = tmp_path / "catalog.db"
+        shutil.copy(sqlite_template, target)
+        return f"sqlite:///{target}"
+    assert pg_url is not None
+    _truncate(pg_url)
+    return pg_url
+
+
+@pytest.fixture
+def lake(database_url: str, tmp_path: Path) -> Iterator[Lake]:
+    """A lake with root (password ROOT_PASSWORD) and the four local RSEs."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url,
+                        root_password=ROOT_PASSWORD, port=18999)
+    lk = build_lake(settings, migrate=True)
+    ensure_root(lk)
+    ensure_local_rses(lk)
+    yield lk
+    lk.close()
+
+
+@pytest.fixture
+def root() -> Caller:
+    return Caller("root", admin=True)
+
+
+@pytest.fixture
+def api(lake: Lake) -> Iterator[TestClient]:
+    """An in-process HTTP client, logged in as root (X-Rucio-Auth-Token set)."""
+    with TestClient(create_app(lake), raise_server_exceptions=False) as client:
+        r = client.get("/auth/userpass", headers={"X-Rucio-Username": "root",
+                                                  "X-Rucio-Password": ROOT_PASSWORD})
+        assert r.status_code == 200, r.text
+        client.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+        yield client

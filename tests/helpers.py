@@ -1,0 +1,128 @@
+"""Shared test helpers: free ports, a live ``fedlake up`` process, PostgreSQL databases."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT_PASSWORD = "test-root-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pg_base_url() -> str | None:
+    """URL of the test PostgreSQL server, or None. In CI its absence is a failure."""
+    url = os.environ.get("FEDLAKE_TEST_DATABASE_URL")
+    if not url and os.environ.get("CI") == "true":
+        raise RuntimeError(
+            "CI=true but FEDLAKE_TEST_DATABASE_URL is not set: PostgreSQL is required"
+        )
+    return url or None
+
+
+def create_pg_database(base_url: str) -> str:
+    """Create a fresh database on the server of ``base_url``; return its URL."""
+    import psycopg
+
+    name = f"fedlake_test_{uuid.uuid4().hex[:12]}"
+    admin = base_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    head, _, _ = base_url.rpartition("/")
+    return f"{head}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    import psycopg
+
+    head, _, name = url.rpartition("/")
+    admin = f"{head}/postgres".replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class LiveLake:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    database_url: str
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_lake(
+    data_dir: Path,
+    database_url: str | None = None,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> LiveLake:
+    """Start ``fedlake up`` as a real process and wait until /ping answers."""
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
+    env["FEDLAKE_ROOT_PASSWORD"] = ROOT_PASSWORD
+    if database_url:
+        env["FEDLAKE_DATABASE_URL"] = database_url
+    env.update(extra_env or {})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir.parent / f"fedlake-up-{port}.log"
+    with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fedlake.cli",
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"fedlake up exited with {proc.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
+                return LiveLake(url, data_dir, proc, log, database_url or "")
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"fedlake up did not answer within 60 s:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def running_lake(data_dir: Path, database_url: str | None = None) -> Iterator[LiveLake]:
+    live = start_lake(data_dir, database_url)
+    try:
+        yield live
+    finally:
+        live.stop()
