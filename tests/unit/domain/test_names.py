@@ -102,7 +102,7 @@ def test_invalid_meta_keys(key: object) -> None:
 
 def test_split_did() -> None:
     assert split_did("skao:obs.ms") == ("skao", "obs.ms")
-    assert split_did("user.jdoe:a:b") == ("user.jdoe", "a:b")
+    assert split_did("user.jdoe:a=1,b@c") == ("user.jdoe", "a=1,b@c")
     assert split_did("obs.ms", default_scope="skao") == ("skao", "obs.ms")
 
 
@@ -111,7 +111,7 @@ def test_split_did_without_scope() -> None:
         split_did("obs.ms")
 
 
-@pytest.mark.parametrize("did", ["bad scope:x", ":x", "skao:", "skao:a/b"])
+@pytest.mark.parametrize("did", ["bad scope:x", ":x", "skao:", "skao:a/b", "user.jdoe:a:b"])
 def test_split_did_validates_both_parts(did: str) -> None:
     with pytest.raises(InvalidName):
         split_did(did)
