@@ -12,16 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedlake.domain.checksums import CHUNK, Checksummer, file_digest
+from fedlake.domain.checksums import CHUNK
 from fedlake.domain.errors import DIDAlreadyExists, InvalidInput, LakeError
 from fedlake.domain.names import validate_did_name
 from fedlake.domain.paths import build_pfn, lfn2path
+from fedlake.storage.backends.posix import TMP_MARK
+from fedlake.storage.checksums import adler32, checksummer, file_digest
 
 if TYPE_CHECKING:
     from fedlake.client.http import Client
@@ -82,30 +85,56 @@ def _local_protocol(settings: dict[str, Any], op: str) -> dict[str, Any] | None:
     return best[1] if best else None
 
 
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    """A per-thread reusable block, so copying allocates nothing per chunk."""
+    buf: memoryview | None = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = memoryview(bytearray(CHUNK))
+    return buf
+
+
 def _copy_verified(src: Path, dest: Path, progress: ProgressFn | None) -> str:
-    """Copy src to dest atomically; returns adler32 of the bytes re-read from dest."""
+    """Copy src to dest atomically; returns the adler32 of the source.
+
+    The bytes are checksummed as they are read from the source, then the temporary copy
+    is read back and checksummed again: only a copy whose adler32 and size match the
+    source's is renamed into place. Temporaries are named like the storage plugin's
+    (``.<name>.fedlake-tmp-<hex>``) so the sweeper removes those of killed uploads.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.fedlake-tmp-{secrets.token_hex(6)}")
-    summer = Checksummer(md5=False)
+    tmp = dest.with_name(f".{dest.name}{TMP_MARK}{secrets.token_hex(6)}")
+    view = _buffer()
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while block := fin.read(CHUNK):
-                summer.update(block)
-                fout.write(block)
+        with open(src, "rb", buffering=0) as fin, open(tmp, "xb+", buffering=0) as fout:
+            source, size = 1, 0
+            while n := fin.readinto(view):
+                chunk = view[:n]
+                source = adler32(chunk, source)
+                done = 0
+                while done < n:
+                    done += fout.write(chunk[done:]) or 0
+                size += n
                 if progress:
-                    progress(len(block))
-        written = file_digest(tmp, md5=False)
-        source = summer.digest()
-        if written.adler32 != source.adler32 or written.bytes != source.bytes:
+                    progress(n)
+            fout.seek(0)
+            written, wsize = 1, 0
+            while n := fout.readinto(view):
+                written = adler32(view[:n], written)
+                wsize += n
+        src_hex, dest_hex = f"{source & 0xFFFFFFFF:08x}", f"{written & 0xFFFFFFFF:08x}"
+        if (dest_hex, wsize) != (src_hex, size):
             raise LakeError(
-                f"{dest}: stored bytes do not match the source (adler32 "
-                f"{written.adler32} != {source.adler32}); nothing was kept"
+                f"{dest}: stored bytes do not match the source (adler32 {dest_hex} != "
+                f"{src_hex}, {wsize} != {size} bytes); nothing was kept"
             )
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return source.adler32
+    return src_hex
 
 
 class _Uploader:
@@ -302,7 +331,7 @@ def _fetch(client: Client, rec: dict[str, Any], part: Path, progress: ProgressFn
     src = _local_source(rec["pfns"])
     if src is not None:
         return _copy_verified(src, part, progress)
-    summer = Checksummer(md5=False)
+    summer = checksummer(md5=False)
     r = client.open_bytes(rec["scope"], rec["name"])
     try:
         with open(part, "wb") as fh:

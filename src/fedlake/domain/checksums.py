@@ -5,13 +5,22 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedlake.domain.errors import InvalidChecksum
 
-__all__ = ["Checksummer", "Digest", "file_digest", "normalize_adler32", "normalize_md5"]
+AdlerFn = Callable[[bytes | bytearray | memoryview, int], int]
+
+__all__ = [
+    "AdlerFn",
+    "Checksummer",
+    "Digest",
+    "file_digest",
+    "normalize_adler32",
+    "normalize_md5",
+]
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 CHUNK = 4 * 1024 * 1024
@@ -44,15 +53,17 @@ class Digest:
 class Checksummer:
     """Feed bytes, then read size, adler32 and md5."""
 
-    __slots__ = ("_adler", "_md5", "_size")
+    __slots__ = ("_adler", "_adler_fn", "_md5", "_size")
 
-    def __init__(self, *, md5: bool = True) -> None:
+    def __init__(self, *, md5: bool = True, adler: AdlerFn = zlib.adler32) -> None:
+        """``adler`` computes adler32 (zlib's by default; storage passes a faster one)."""
         self._adler = 1
+        self._adler_fn = adler
         self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self._size = 0
 
     def update(self, data: bytes | memoryview) -> None:
-        self._adler = zlib.adler32(data, self._adler)
+        self._adler = self._adler_fn(data, self._adler)
         if self._md5 is not None:
             self._md5.update(data)
         self._size += len(data)
@@ -63,10 +74,14 @@ class Checksummer:
 
 
 def file_digest(
-    path: str | Path, chunks: Iterable[bytes] | None = None, *, md5: bool = True
+    path: str | Path,
+    chunks: Iterable[bytes] | None = None,
+    *,
+    md5: bool = True,
+    adler: AdlerFn = zlib.adler32,
 ) -> Digest:
     """Checksum a local file (or given chunks) in one pass."""
-    summer = Checksummer(md5=md5)
+    summer = Checksummer(md5=md5, adler=adler)
     if chunks is not None:
         for chunk in chunks:
             summer.update(chunk)

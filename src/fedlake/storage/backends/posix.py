@@ -14,9 +14,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fedlake.domain.checksums import Checksummer, Digest, file_digest
+from fedlake.domain.checksums import Digest
 from fedlake.domain.errors import ChecksumMismatch
 from fedlake.storage.base import StatResult, Storage
+from fedlake.storage.checksums import checksummer, file_digest
 
 __all__ = ["TMP_MARK", "PosixStorage", "is_temporary", "local_path", "sweep_temporaries"]
 
@@ -82,7 +83,7 @@ class PosixStorage(Storage):
             raise FileExistsError(f"{path} already exists")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(6)}")
-        summer = Checksummer(md5=expected is None or expected.md5 is not None)
+        summer = checksummer(md5=expected is None or expected.md5 is not None)
         try:
             with open(tmp, "wb") as fh:
                 for chunk in chunks:
