@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from starlette.testclient import TestClient
 
 
@@ -16,7 +18,7 @@ def test_ping_and_whoami(api: TestClient) -> None:
 def test_rses_listed_by_expression(api: TestClient) -> None:
     r = api.get("/rses/", params={"expression": "istape=true"})
     assert r.headers["content-type"] == "application/x-json-stream"
-    assert [line for line in r.text.splitlines() if line] == ['{"rse": "LOCAL-TAPE"}']
+    assert [json.loads(line) for line in r.text.splitlines() if line] == [{"rse": "LOCAL-TAPE"}]
 
 
 def test_closed_scope_refuses_new_dids(api: TestClient) -> None:

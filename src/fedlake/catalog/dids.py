@@ -33,6 +33,7 @@ __all__ = [
     "add_collections",
     "attach",
     "check_new_names",
+    "datasets_below",
     "detach",
     "did_dict",
     "existing_dids",
@@ -41,7 +42,6 @@ __all__ = [
     "list_content_history",
     "list_files",
     "list_parents",
-    "resolve_files",
     "scope_tree",
     "set_expiry",
     "set_status",
@@ -452,37 +452,9 @@ def list_files(session: Session, scope: str, name: str) -> Iterator[DID]:
             yield f
 
 
-def resolve_files(session: Session, dids: Sequence[Key]) -> Iterator[tuple[Key, list[Key]]]:
-    """Yield ((file scope, name), [input collection DIDs it came from]) for the inputs."""
-    found = existing_dids(session, dids)
-    for key in dids:
-        row = found.get(key)
-        if row is None:
-            continue
-        if row.did_type == DIDType.FILE:
-            yield key, []
-            continue
-        for f in _file_keys_below(session, key):
-            yield f, [key]
-
-
-def _file_keys_below(session: Session, key: Key) -> Iterator[Key]:
-    """Like ``list_files`` but only the keys (no ORM objects: fast for 100k-file datasets)."""
-    datasets, _ = _collections_below(session, [key])
-    seen: set[Key] | None = set() if len(datasets) > 1 else None
-    for ds in datasets:
-        stmt = (
-            select(DIDContent.child_scope, DIDContent.child_name)
-            .where(DIDContent.scope == ds[0], DIDContent.name == ds[1])
-            .order_by(DIDContent.child_scope, DIDContent.child_name)
-            .execution_options(yield_per=5000)
-        )
-        for cs, cn in session.execute(stmt):
-            if seen is not None:
-                if (cs, cn) in seen:
-                    continue
-                seen.add((cs, cn))
-            yield cs, cn
+def datasets_below(session: Session, key: Key) -> list[Key]:
+    """Every dataset reachable from ``key`` (itself if it is one; containers expanded)."""
+    return _collections_below(session, [key])[0]
 
 
 def dynamic_size(session: Session, row: DID) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
-from fedlake.catalog.dids import check_new_names, get_did
+from fedlake.catalog.dids import check_new_names, datasets_below, existing_dids, get_did
 from fedlake.catalog.meta import typed
 from fedlake.catalog.models import DID, RSE, DIDContent, DIDMeta, Lock, Replica
 from fedlake.catalog.rses import RSEInfo
@@ -21,7 +21,7 @@ from fedlake.domain.errors import (
     ReplicaNotFound,
     UnsupportedOperation,
 )
-from fedlake.domain.paths import build_pfn, lfn2path, split_pfn
+from fedlake.domain.paths import lfn2path, split_pfn
 from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import DIDType, ReplicaState
 
@@ -31,8 +31,8 @@ __all__ = [
     "add_replicas",
     "dataset_replicas",
     "delete_replicas",
+    "iter_file_replicas",
     "iter_replicas",
-    "pfns_for",
     "replica_path",
     "set_tombstones",
     "update_states",
@@ -276,33 +276,6 @@ class ReplicaRecord:
     parents: list[Key] = field(default_factory=list)
 
 
-def pfns_for(
-    rse: RSEInfo,
-    scope: str,
-    name: str,
-    path: str | None,
-    *,
-    schemes: Sequence[str] | None,
-    domain: str,
-    operation: str = "read",
-) -> list[tuple[str, str, int]]:
-    """[(pfn, domain, priority)] for every protocol of ``rse`` offering ``operation``."""
-    out = []
-    try:
-        rel = replica_path(rse, scope, name, path)
-    except InvalidInput:
-        return []
-    domains = ("lan", "wan") if domain == "all" else (domain,)
-    for dom in domains:
-        for p in rse.protocols:
-            prio = getattr(p, f"{operation}_{dom}")
-            if prio is None or (schemes and p.scheme not in schemes):
-                continue
-            out.append((build_pfn(p.scheme, p.hostname, p.port, p.prefix, rel), dom, prio))
-    out.sort(key=lambda x: x[2])
-    return out
-
-
 def iter_replicas(
     session: Session,
     files: Iterator[tuple[Key, list[Key]]],
@@ -320,14 +293,14 @@ def iter_replicas(
             )
         ):
             info[(row[0], row[1])] = ReplicaRecord(row[0], row[1], row[2], row[3], row[4])
-        conds = [pairs_in(Replica.scope, Replica.name, keys)]
-        if not all_states:
-            conds.append(Replica.state == ReplicaState.AVAILABLE.value)
-        if rse_ids is not None:
-            conds.append(Replica.rse_id.in_(rse_ids))
         for s, n, rse_id, state, path in session.execute(
             select(Replica.scope, Replica.name, Replica.rse_id, Replica.state, Replica.path)
-            .where(and_(*conds))
+            .where(
+                and_(
+                    pairs_in(Replica.scope, Replica.name, keys),
+                    *_replica_filter(all_states, rse_ids),
+                )
+            )
             .order_by(Replica.rse_id)
         ):
             rec = info.get((s, n))
@@ -338,6 +311,93 @@ def iter_replicas(
             if rec is not None:
                 rec.parents = parents
                 yield rec
+
+
+def _replica_filter(all_states: bool, rse_ids: set[str] | None) -> list[Any]:
+    conds: list[Any] = []
+    if not all_states:
+        conds.append(Replica.state == ReplicaState.AVAILABLE.value)
+    if rse_ids is not None:
+        conds.append(Replica.rse_id.in_(rse_ids))
+    return conds
+
+
+def _dataset_replicas(
+    session: Session, ds: Key, all_states: bool, rse_ids: set[str] | None
+) -> Iterator[ReplicaRecord]:
+    """The files of one dataset with their replicas: one streamed join, in name order."""
+    stmt = (
+        select(
+            DIDContent.child_scope,
+            DIDContent.child_name,
+            DID.bytes,
+            DID.adler32,
+            DID.md5,
+            Replica.rse_id,
+            Replica.state,
+            Replica.path,
+        )
+        .join(DID, and_(DID.scope == DIDContent.child_scope, DID.name == DIDContent.child_name))
+        .outerjoin(
+            Replica,
+            and_(
+                Replica.scope == DIDContent.child_scope,
+                Replica.name == DIDContent.child_name,
+                # the state is checked below: in the join, SQLite would pick the state index
+                # and scan every available replica for each file
+                *_replica_filter(True, rse_ids),
+            ),
+        )
+        .where(DIDContent.scope == ds[0], DIDContent.name == ds[1])
+        .order_by(DIDContent.child_scope, DIDContent.child_name)
+        .execution_options(yield_per=5000)
+    )
+    available = ReplicaState.AVAILABLE.value
+    rec: ReplicaRecord | None = None
+    for cs, cn, nbytes, adler, md5, rse_id, state, path in session.execute(stmt):
+        if rec is None or rec.name != cn or rec.scope != cs:
+            if rec is not None:
+                yield rec
+            rec = ReplicaRecord(cs, cn, nbytes, adler, md5, parents=[ds])
+        if rse_id is not None and (all_states or state == available):
+            rec.replicas.append((rse_id, state, path))
+    if rec is not None:
+        yield rec
+
+
+def iter_file_replicas(
+    session: Session, dids: Sequence[Key], *, all_states: bool, rse_ids: set[str] | None
+) -> Iterator[ReplicaRecord]:
+    """The files of ``dids`` (collections expanded) with their replicas, in input order.
+
+    Files given directly are looked up in batches; each dataset is one streamed join
+    (constant memory for any size). ``parents`` holds the input collection a file came
+    from. A file reached through several datasets of one input is listed once.
+    """
+    found = existing_dids(session, dids)
+    direct: list[tuple[Key, list[Key]]] = []
+    for key in dids:
+        row = found.get(key)
+        if row is None:
+            continue
+        if row.did_type == DIDType.FILE:
+            direct.append((key, []))
+            continue
+        if direct:
+            yield from iter_replicas(session, iter(direct), all_states=all_states, rse_ids=rse_ids)
+            direct = []
+        datasets = datasets_below(session, key)
+        seen: set[Key] | None = set() if len(datasets) > 1 else None
+        for ds in datasets:
+            for rec in _dataset_replicas(session, ds, all_states, rse_ids):
+                if seen is not None:
+                    if (rec.scope, rec.name) in seen:
+                        continue
+                    seen.add((rec.scope, rec.name))
+                rec.parents = [key]
+                yield rec
+    if direct:
+        yield from iter_replicas(session, iter(direct), all_states=all_states, rse_ids=rse_ids)
 
 
 def dataset_replicas(session: Session, datasets: Sequence[Key]) -> Iterator[dict[str, Any]]:

@@ -23,6 +23,7 @@ from fedlake.domain.errors import (
     UnsupportedOperation,
 )
 from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
+from fedlake.domain.paths import build_pfn
 from fedlake.domain.types import ReplicaState
 from fedlake.services._validate import opt_bool, req_dict, req_int, req_list
 from fedlake.services.dids import did_key
@@ -155,51 +156,86 @@ def list_replicas(lake: Lake, body: Any) -> Iterator[dict[str, Any]]:
 def _records(
     lake: Lake, q: ListQuery, infos: dict[str, RSEInfo], rse_ids: set[str] | None
 ) -> Iterator[dict[str, Any]]:
+    plan = _PfnPlan(infos, q)
     with lake.db.read() as s:
-        files = did_core.resolve_files(s, q.dids)
-        for rec in core.iter_replicas(s, files, all_states=q.all_states, rse_ids=rse_ids):
-            yield _record(rec, q, infos)
+        records = core.iter_file_replicas(s, q.dids, all_states=q.all_states, rse_ids=rse_ids)
+        for rec in records:
+            yield plan.record(rec)
 
 
-def _record(rec: core.ReplicaRecord, q: ListQuery, infos: dict[str, RSEInfo]) -> dict[str, Any]:
-    pfns: dict[str, dict[str, Any]] = {}
-    rses: dict[str, list[str]] = {}
-    states: dict[str, str] = {}
-    ordered = sorted(rec.replicas, key=lambda r: (infos[r[0]].rse_type == "TAPE", infos[r[0]].rse))
-    for rse_id, state, path in ordered:
-        info = infos[rse_id]
-        if not q.ignore_availability and not info.availability_read:
-            continue
-        states[info.rse] = state
-        rses.setdefault(info.rse, [])
-        for pfn, dom, prio in core.pfns_for(
-            info, rec.scope, rec.name, path, schemes=q.schemes, domain=q.domain
-        ):
-            pfns[pfn] = {
-                "rse": info.rse,
-                "rse_id": rse_id,
-                "type": info.rse_type,
-                "volatile": info.volatile,
-                "domain": dom,
-                "priority": prio,
-                "client_extract": False,
-            }
-            rses[info.rse].append(pfn)
-    for i, meta in enumerate(pfns.values(), start=1):
-        meta["priority"] = i
-    out: dict[str, Any] = {
-        "scope": rec.scope,
-        "name": rec.name,
-        "bytes": rec.bytes,
-        "md5": rec.md5,
-        "adler32": rec.adler32,
-        "pfns": pfns,
-        "rses": rses,
-        "states": states,
-    }
-    if q.resolve_parents:
-        out["parents"] = [f"{s}:{n}" for s, n in rec.parents]
-    return out
+class _PfnPlan:
+    """Per listing, each RSE's matching read protocols as (PFN head, domain, priority).
+
+    Worked out once, so each file costs its path and a string concatenation per PFN
+    (``build_pfn(..., "") + path`` is exactly ``build_pfn(..., path)``).
+    """
+
+    def __init__(self, infos: dict[str, RSEInfo], q: ListQuery) -> None:
+        self.infos = infos
+        self.q = q
+        domains = ("lan", "wan") if q.domain == "all" else (q.domain,)
+        self.heads: dict[str, list[tuple[str, str, int]]] = {}
+        for rid, info in infos.items():
+            heads = []
+            for dom in domains:
+                for p in info.protocols:
+                    prio = getattr(p, f"read_{dom}")
+                    if prio is None or (q.schemes and p.scheme not in q.schemes):
+                        continue
+                    heads.append((build_pfn(p.scheme, p.hostname, p.port, p.prefix, ""), dom, prio))
+            heads.sort(key=lambda h: h[2])
+            self.heads[rid] = heads
+        self.rank = {rid: (i.rse_type == "TAPE", i.rse) for rid, i in infos.items()}
+
+    def record(self, rec: core.ReplicaRecord) -> dict[str, Any]:
+        infos, q = self.infos, self.q
+        pfns: dict[str, dict[str, Any]] = {}
+        rses: dict[str, list[str]] = {}
+        states: dict[str, str] = {}
+        replicas = rec.replicas
+        if len(replicas) > 1:
+            replicas = sorted(replicas, key=lambda r: self.rank[r[0]])
+        for rse_id, state, path in replicas:
+            info = infos[rse_id]
+            if not q.ignore_availability and not info.availability_read:
+                continue
+            states[info.rse] = state
+            listed = rses.setdefault(info.rse, [])
+            heads = self.heads[rse_id]
+            if not heads:
+                continue
+            try:
+                rel = core.replica_path(info, rec.scope, rec.name, path)
+            except InvalidInput:
+                continue
+            rel = rel[1:] if rel.startswith("/") else rel
+            for head, dom, _prio in heads:
+                pfn = head + rel
+                pfns[pfn] = {
+                    "rse": info.rse,
+                    "rse_id": rse_id,
+                    "type": info.rse_type,
+                    "volatile": info.volatile,
+                    "domain": dom,
+                    "priority": 0,
+                    "client_extract": False,
+                }
+                listed.append(pfn)
+        for i, meta in enumerate(pfns.values(), start=1):
+            meta["priority"] = i
+        out: dict[str, Any] = {
+            "scope": rec.scope,
+            "name": rec.name,
+            "bytes": rec.bytes,
+            "md5": rec.md5,
+            "adler32": rec.adler32,
+            "pfns": pfns,
+            "rses": rses,
+            "states": states,
+        }
+        if q.resolve_parents:
+            out["parents"] = [f"{s}:{n}" for s, n in rec.parents]
+        return out
 
 
 def replicas_of_did(lake: Lake, scope: str, name: str) -> Iterator[dict[str, Any]]:
