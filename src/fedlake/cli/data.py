@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from fedlake.cli.output import console, emit
+
+#: parallel files: copies are CPU/memory bound, so about two per core
+JOBS = min(8, 2 * (os.cpu_count() or 2))
 
 __all__ = ["register"]
 
@@ -172,7 +176,7 @@ def upload(
     dataset: Annotated[
         str | None, typer.Option(help="SCOPE:NAME dataset to add the files to")
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="parallel files")] = 8,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="parallel files")] = JOBS,
     lifetime: Annotated[int | None, typer.Option(help="rule lifetime in seconds")] = None,
 ) -> None:
     """Upload files (directories recursively), verified, resuming where a run stopped."""
@@ -185,7 +189,7 @@ def upload(
 def download(
     dids: Annotated[list[str], typer.Argument(help="SCOPE:NAME of files or collections")],
     dest: Annotated[Path, typer.Option("--dir", help="destination directory")] = Path("."),
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="parallel files")] = 8,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="parallel files")] = JOBS,
 ) -> None:
     """Download files, verified by checksum; already-present verified files are skipped."""
     from fedlake.cli.files import download as run

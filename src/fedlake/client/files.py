@@ -86,55 +86,56 @@ def _local_protocol(settings: dict[str, Any], op: str) -> dict[str, Any] | None:
 
 
 _local = threading.local()
+BLOCK = 256 * 1024  # small enough to stay in the CPU cache between checksum and write
 
 
 def _buffer() -> memoryview:
     """A per-thread reusable block, so copying allocates nothing per chunk."""
     buf: memoryview | None = getattr(_local, "buf", None)
     if buf is None:
-        buf = _local.buf = memoryview(bytearray(CHUNK))
+        buf = _local.buf = memoryview(bytearray(BLOCK))
     return buf
 
 
 def _copy_verified(src: Path, dest: Path, progress: ProgressFn | None) -> str:
-    """Copy src to dest atomically; returns the adler32 of the source.
+    """Copy src to dest atomically; returns the adler32 of the bytes written.
 
-    The bytes are checksummed as they are read from the source, then the temporary copy
-    is read back and checksummed again: only a copy whose adler32 and size match the
-    source's is renamed into place. Temporaries are named like the storage plugin's
-    (``.<name>.fedlake-tmp-<hex>``) so the sweeper removes those of killed uploads.
+    One pass: each block is read, checksummed and written from the same buffer, so the
+    checksum is exactly that of the stored bytes. Before the rename the written size is
+    checked (fstat) and the source must be unchanged (size and mtime): a file modified
+    while it was copied is refused instead of being stored half old, half new.
+    Temporaries are named like the storage plugin's (``.<name>.fedlake-tmp-<hex>``) so
+    the sweeper removes those of killed uploads.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}{TMP_MARK}{secrets.token_hex(6)}")
     view = _buffer()
     try:
-        with open(src, "rb", buffering=0) as fin, open(tmp, "xb+", buffering=0) as fout:
-            source, size = 1, 0
+        with open(src, "rb", buffering=0) as fin, open(tmp, "xb", buffering=0) as fout:
+            before = os.fstat(fin.fileno())
+            adler, size = 1, 0
             while n := fin.readinto(view):
                 chunk = view[:n]
-                source = adler32(chunk, source)
+                adler = adler32(chunk, adler)
                 done = 0
                 while done < n:
                     done += fout.write(chunk[done:]) or 0
                 size += n
                 if progress:
                     progress(n)
-            fout.seek(0)
-            written, wsize = 1, 0
-            while n := fout.readinto(view):
-                written = adler32(view[:n], written)
-                wsize += n
-        src_hex, dest_hex = f"{source & 0xFFFFFFFF:08x}", f"{written & 0xFFFFFFFF:08x}"
-        if (dest_hex, wsize) != (src_hex, size):
+            written = os.fstat(fout.fileno()).st_size
+            after = os.fstat(fin.fileno())
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise LakeError(f"{src} changed while it was copied; nothing was kept, try again")
+        if written != size:
             raise LakeError(
-                f"{dest}: stored bytes do not match the source (adler32 {dest_hex} != "
-                f"{src_hex}, {wsize} != {size} bytes); nothing was kept"
+                f"{dest}: {written} bytes were stored but {size} were read; nothing was kept"
             )
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return src_hex
+    return f"{adler & 0xFFFFFFFF:08x}"
 
 
 class _Uploader:
