@@ -113,10 +113,28 @@ def start_lake(
             raise RuntimeError(f"fedlake up exited with {proc.returncode}:\n{log.read_text()}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                return LiveLake(url, data_dir, proc, log, database_url or "")
+                live = LiveLake(url, data_dir, proc, log, database_url or "")
+                _check_catalogue(live)
+                return live
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"fedlake up did not answer within 60 s:\n{log.read_text()}")
+
+
+def _check_catalogue(live: LiveLake) -> None:
+    """The lake must run on the database the test asked for (PostgreSQL runs are real)."""
+    want = live.database_url or "sqlite:///"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = "".join(live.log.read_text(errors="replace").split())  # rich wraps lines
+        if "catalogue:" in text:
+            if want not in text:
+                live.stop()
+                raise RuntimeError(f"the lake does not run on {want}:\n{live.log.read_text()}")
+            return
+        time.sleep(0.1)
+    live.stop()
+    raise RuntimeError(f"cannot tell which catalogue the lake uses:\n{live.log.read_text()}")
 
 
 @contextlib.contextmanager
