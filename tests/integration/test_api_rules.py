@@ -317,3 +317,81 @@ def test_rules_for_several_dids(api: TestClient) -> None:
     for rid in ids:
         rule = one(api.get(f"/rules/{rid}"))
         assert rule["state"] == "OK" and rule["rse_expression"] == "site=LOCAL"
+
+
+def test_update_options_are_checked(api: TestClient, lake: Lake) -> None:
+    register(api, "LOCAL-DISK", "u1")
+    rid = add_rule(api, ["u1"], "LOCAL-DISK")
+
+    def put(options: dict[str, Any]) -> httpx.Response:
+        return api.put(f"/rules/{rid}", content=json.dumps({"options": options}))
+
+    # every rule has an activity: null is refused (it used to be stored as "None")
+    msg = assert_error(put({"activity": None}), 400, "InvalidObject")
+    assert "activity" in msg
+    assert_error(put({"activity": "a" * 51}), 400, "InvalidObject")
+    assert_error(put({"activity": 7}), 400, "InvalidObject")
+    for lifetime in (0, -1, "-5", "0"):
+        msg = assert_error(put({"lifetime": lifetime}), 400, "InvalidObject")
+        assert "lifetime" in msg and "at least 1" in msg
+    assert_error(put({"priority": None}), 400, "InvalidObject")
+    assert_error(put({"locked": None}), 400, "InvalidObject")
+    assert_error(put({"locked": "maybe"}), 400, "InvalidObject")
+    assert_error(put({"comment": 12}), 400, "InvalidObject")
+    assert_error(put({"comment": "c" * 256}), 400, "InvalidObject")
+    assert_error(put({"source_replica_expression": "s" * 256}), 400, "InvalidObject")
+    assert_error(put({"child_rule_id": "0" * 33}), 400, "InvalidObject")
+    rule = one(api.get(f"/rules/{rid}"))
+    assert rule["activity"] == "User Subscriptions" and rule["expires_at"] is None
+    assert rule["locked"] is False and rule["priority"] == 3 and rule["comments"] is None
+    r = put({"activity": "Express", "lifetime": 60, "locked": "true", "priority": 0})
+    assert r.status_code == 200, r.text
+    rule = one(api.get(f"/rules/{rid}"))
+    assert rule["activity"] == "Express" and rule["expires_at"] is not None
+    assert rule["locked"] is True and rule["priority"] == 0
+    assert put({"lifetime": None, "locked": False, "comment": None}).status_code == 200
+    rule = one(api.get(f"/rules/{rid}"))
+    assert rule["expires_at"] is None and rule["locked"] is False
+    with lake.db.read() as s:
+        assert s.scalars(select(Rule.activity)).all() == ["Express"]
+
+
+def test_add_refuses_bad_lifetime_and_long_text(api: TestClient, lake: Lake) -> None:
+    register(api, "LOCAL-DISK", "v1")
+    for lifetime in (0, -1, -3600, "0"):
+        r = api.post(
+            "/rules/", content=json.dumps(rule_body(["v1"], "LOCAL-DISK", lifetime=lifetime))
+        )
+        msg = assert_error(r, 400, "InvalidObject")
+        assert "lifetime" in msg and "at least 1" in msg
+    too_long = {
+        "activity": "a" * 51,
+        "comment": "c" * 256,
+        "weight": "w" * 256,
+        "source_replica_expression": "s" * 256,
+        "rse_expression": "LOCAL-DISK|" * 300,
+    }
+    for key, value in too_long.items():
+        body = rule_body(["v1"], "LOCAL-DISK") | {key: value}
+        msg = assert_error(api.post("/rules/", content=json.dumps(body)), 400, "InvalidObject")
+        assert key in msg and "maximum" in msg
+    with lake.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Rule)) == 0
+    # the longest allowed values and priority 0 are kept as given
+    body = rule_body(["v1"], "LOCAL-DISK", activity="a" * 50, comment="c" * 255, priority=0)
+    rid = add_rule(api, ["v1"], "LOCAL-DISK", activity="a" * 50, comment="c" * 255, priority=0)
+    rule = one(api.get(f"/rules/{rid}"))
+    assert rule["activity"] == body["activity"] and rule["comments"] == body["comment"]
+    assert rule["priority"] == 0 and rule["expires_at"] is None
+
+
+def test_rule_for_unknown_account(api: TestClient, lake: Lake) -> None:
+    register(api, "LOCAL-DISK", "w1")
+    r = api.post("/rules/", content=json.dumps(rule_body(["w1"], "LOCAL-DISK", account="ghost")))
+    msg = assert_error(r, 404, "AccountNotFound")
+    assert "ghost" in msg
+    rid = add_rule(api, ["w1"], "LOCAL-DISK")
+    r = api.put(f"/rules/{rid}", content=json.dumps({"options": {"account": "ghost"}}))
+    assert_error(r, 404, "AccountNotFound")
+    with lake.db.read() as s:
+        assert s.scalars(select(Rule.account)).all() == ["root"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,7 +52,9 @@ from fedlake.domain.types import (
 
 __all__ = [
     "NewRule",
+    "RuleSpec",
     "add_rule",
+    "check_account_limits",
     "delete_rule",
     "get_rule",
     "list_rules",
@@ -64,10 +66,10 @@ __all__ = [
 Key = tuple[str, str]
 
 
-@dataclass(slots=True)
-class NewRule:
-    scope: str
-    name: str
+@dataclass(slots=True, kw_only=True)
+class RuleSpec:
+    """What a rule asks for, whatever its DID (one spec, many DIDs: see ``rule_bulk``)."""
+
     account: str
     copies: int
     rse_expression: str
@@ -85,6 +87,18 @@ class NewRule:
     priority: int = 3
     comment: str | None = None
     meta: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class NewRule(RuleSpec):
+    """A rule on one DID."""
+
+    scope: str
+    name: str
+
+    @classmethod
+    def of(cls, spec: RuleSpec, scope: str, name: str) -> NewRule:
+        return cls(scope=scope, name=name, **{f.name: getattr(spec, f.name) for f in fields(spec)})
 
 
 def rule_dict(r: Rule, bytes_: int | None = None) -> dict[str, Any]:
@@ -157,7 +171,8 @@ def _existing_replicas(
     return out
 
 
-def _check_limits(session: Session, account: str, planned: dict[str, int]) -> None:
+def check_account_limits(session: Session, account: str, planned: dict[str, int]) -> None:
+    """Refuse new locks of ``planned`` bytes per RSE id beyond the account's local limits."""
     limits = {
         r.target: r.bytes
         for r in session.scalars(
@@ -173,16 +188,33 @@ def _check_limits(session: Session, account: str, planned: dict[str, int]) -> No
         limit = limits.get(names[rse_id])
         if limit is None or limit < 0:
             continue
-        used = session.execute(
-            select(func.coalesce(func.sum(Lock.bytes), 0)).where(
-                Lock.account == account, Lock.rse_id == rse_id
-            )
-        ).scalar_one() or 0
+        used = (
+            session.execute(
+                select(func.coalesce(func.sum(Lock.bytes), 0)).where(
+                    Lock.account == account, Lock.rse_id == rse_id
+                )
+            ).scalar_one()
+            or 0
+        )
         if used + nbytes > limit:
             raise InsufficientAccountLimit(
                 f"account {account} would use {used + nbytes} bytes on {names[rse_id]} but its "
                 f"limit there is {limit} bytes (now used: {used}); ask an admin to raise it"
             )
+
+
+def duplicate_rule(spec: RuleSpec, scope: str, name: str, rule_id: str) -> DuplicateRule:
+    return DuplicateRule(
+        f"rule {rule_id} already asks for {spec.copies} copies of {scope}:{name} "
+        f"on {spec.rse_expression!r} for account {spec.account}"
+    )
+
+
+def too_few_targets(spec: RuleSpec) -> InsufficientTargetRSEs:
+    return InsufficientTargetRSEs(
+        f"{spec.rse_expression!r} matches {len(spec.target_rse_ids)} usable RSE(s) "
+        f"but {spec.copies} copies were asked for"
+    )
 
 
 def add_rule(session: Session, spec: NewRule) -> str:
@@ -199,15 +231,9 @@ def add_rule(session: Session, spec: NewRule) -> str:
         )
     )
     if dup is not None:
-        raise DuplicateRule(
-            f"rule {dup} already asks for {spec.copies} copies of {spec.scope}:{spec.name} "
-            f"on {spec.rse_expression!r} for account {spec.account}"
-        )
+        raise duplicate_rule(spec, spec.scope, spec.name, dup)
     if len(spec.target_rse_ids) < spec.copies:
-        raise InsufficientTargetRSEs(
-            f"{spec.rse_expression!r} matches {len(spec.target_rse_ids)} usable RSE(s) "
-            f"but {spec.copies} copies were asked for"
-        )
+        raise too_few_targets(spec)
     now = utcnow()
     rule = Rule(
         id=uuid.uuid4().hex,
@@ -318,7 +344,7 @@ def lock_files(
                 )
                 planned[rid] = planned.get(rid, 0) + (f.bytes or 0)
     if check_limits and planned:
-        _check_limits(session, rule.account, planned)
+        check_account_limits(session, rule.account, planned)
     insert_rows(session, Replica, new_replicas, 5000)
     insert_rows(session, Lock, locks, 5000)
     _bump_lock_counts(session, [(lk["rse_id"], lk["scope"], lk["name"]) for lk in locks], +1)
@@ -512,8 +538,8 @@ def update_rule(session: Session, rule_id: str, options: dict[str, Any]) -> None
             rule.locked = bool(value)
         elif key == "comment":
             rule.comments = None if value is None else str(value)[:255]
-        elif key == "activity":
-            rule.activity = str(value)
+        elif key == "activity":  # a string (the service refuses null: it is not "None")
+            rule.activity = value
         elif key == "priority":
             rule.priority = int(value)
         elif key == "account":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,6 +12,7 @@ from fedlake.auth.policy import Caller, require_rule_owner
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import rses as rse_core
+from fedlake.catalog import rule_bulk
 from fedlake.catalog import rules as core
 from fedlake.catalog.accounts import get_account
 from fedlake.catalog.models import DID, RSE
@@ -50,14 +52,37 @@ def targets_of(s: Session, expression: str, ignore_availability: bool) -> list[s
     ]
 
 
-def add_rules_in(s: Session, caller: Caller, body: dict[str, Any]) -> list[str]:
-    """Add one rule per DID of ``body`` inside an open transaction."""
+#: longest text the rule columns hold (longer text is a clear 400, not a database error)
+_TEXT_MAX = {
+    "rse_expression": 3000,
+    "weight": 255,
+    "source_replica_expression": 255,
+    "activity": 50,
+    "comment": 255,
+    "child_rule_id": 32,
+}
+
+
+_S = TypeVar("_S", str, str | None)
+
+
+def _fits(key: str, value: _S, what: str) -> _S:
+    if value is not None and len(value) > _TEXT_MAX[key]:
+        raise InvalidInput(
+            f"{what}: '{key}' is {len(value)} characters long; the maximum is {_TEXT_MAX[key]}"
+        )
+    return value
+
+
+def _text(d: dict[str, Any], key: str, what: str) -> str | None:
+    return _fits(key, opt_str(d, key, what), what)
+
+
+def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
+    """The rule ``body`` asks for, checked (everything but its DIDs)."""
     what = "rule"
-    dids = req_list(body.get("dids"), "dids")
-    if not dids:
-        raise InvalidInput("a rule needs at least one DID in 'dids'")
     copies = req_int(body, "copies", what, minimum=1, maximum=2**31 - 1)
-    expression = req_str(body, "rse_expression", what)
+    expression = _fits("rse_expression", req_str(body, "rse_expression", what), what)
     account = body.get("account") or caller.account
     validate_account(account)
     if account != caller.account and not caller.admin:
@@ -66,54 +91,55 @@ def add_rules_in(s: Session, caller: Caller, body: dict[str, Any]) -> list[str]:
     grouping = RuleGrouping.parse(body.get("grouping") or "DATASET")
     notify = RuleNotification.parse(body.get("notify") or "N")
     lifetime = opt_int(body, "lifetime", what, minimum=1, maximum=MAX_LIFETIME)
-    priority = opt_int(body, "priority", what, maximum=2**31 - 1) or 3
+    priority = opt_int(body, "priority", what, maximum=2**31 - 1)
     ignore_availability = opt_bool(body, "ignore_availability", what)
     if opt_bool(body, "ask_approval", what) or opt_bool(body, "asynchronous", what):
         pass  # approval and asynchronous creation come with the rules issue
     meta = body.get("meta")
     if meta is not None and not isinstance(meta, str):
-        import json
-
         meta = json.dumps(meta)
-    ids = []
     targets = targets_of(s, expression, ignore_availability)
     if not targets:
         raise InvalidReplicationRule(
             f"no RSE of {expression!r} accepts writes; use ignore_availability to force it"
         )
+    return core.RuleSpec(
+        account=account,
+        copies=copies,
+        rse_expression=expression,
+        target_rse_ids=targets,
+        grouping=grouping,
+        lifetime=lifetime,
+        weight=_text(body, "weight", what),
+        locked=opt_bool(body, "locked", what),
+        source_replica_expression=_text(body, "source_replica_expression", what),
+        activity=_text(body, "activity", what) or "User Subscriptions",
+        notification=notify,
+        purge_replicas=opt_bool(body, "purge_replicas", what),
+        ignore_availability=ignore_availability,
+        ignore_account_limit=caller.admin and opt_bool(body, "ignore_account_limit", what),
+        priority=3 if priority is None else priority,
+        comment=_text(body, "comment", what),
+        meta=meta,
+    )
+
+
+def add_rules_in(s: Session, caller: Caller, body: dict[str, Any]) -> list[str]:
+    """Add one rule per DID of ``body`` inside an open transaction; ids in the DIDs' order."""
+    dids = req_list(body.get("dids"), "dids")
+    if not dids:
+        raise InvalidInput("a rule needs at least one DID in 'dids'")
+    spec = _spec(s, caller, body)
+    keys = []
     for d in dids:
         d = req_dict(d, "DID")
-        scope = validate_scope(req_str(d, "scope", "DID"))
-        name = validate_did_name(req_str(d, "name", "DID"))
-        did_core.get_did(s, scope, name)
-        ids.append(
-            core.add_rule(
-                s,
-                core.NewRule(
-                    scope=scope,
-                    name=name,
-                    account=account,
-                    copies=copies,
-                    rse_expression=expression,
-                    target_rse_ids=targets,
-                    grouping=grouping,
-                    lifetime=lifetime,
-                    weight=opt_str(body, "weight", what),
-                    locked=opt_bool(body, "locked", what),
-                    source_replica_expression=opt_str(body, "source_replica_expression", what),
-                    activity=opt_str(body, "activity", what) or "User Subscriptions",
-                    notification=notify,
-                    purge_replicas=opt_bool(body, "purge_replicas", what),
-                    ignore_availability=ignore_availability,
-                    ignore_account_limit=caller.admin
-                    and opt_bool(body, "ignore_account_limit", what),
-                    priority=priority,
-                    comment=opt_str(body, "comment", what),
-                    meta=meta,
-                ),
+        keys.append(
+            (
+                validate_scope(req_str(d, "scope", "DID")),
+                validate_did_name(req_str(d, "name", "DID")),
             )
         )
-    return ids
+    return rule_bulk.add_rules(s, spec, keys)
 
 
 def add_rules(lake: Lake, caller: Caller, body: Any) -> list[str]:
@@ -149,12 +175,29 @@ def associated_rules(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
         return [_dict(s, r) for r in core.rules_for_file(s, scope, name)]
 
 
+def _update_options(given: dict[str, Any]) -> dict[str, Any]:
+    """``options`` of a rule update, checked here (not as a database error in the catalogue)."""
+    what = "rule option"
+    options = dict(given)
+    if "lifetime" in options:  # null: never expires
+        options["lifetime"] = opt_int(options, "lifetime", what, minimum=1, maximum=MAX_LIFETIME)
+    if "priority" in options:
+        options["priority"] = req_int(options, "priority", what, maximum=2**31 - 1)
+    if "activity" in options:  # every rule has an activity: null is refused, not "None"
+        options["activity"] = _fits("activity", req_str(options, "activity", what), what)
+    for key in ("comment", "source_replica_expression", "child_rule_id"):
+        if key in options:
+            options[key] = _text(options, key, what)
+    if "locked" in options:
+        if options["locked"] is None:
+            raise InvalidInput(f"{what}: 'locked' must be true or false")
+        options["locked"] = opt_bool(options, "locked", what)
+    return options
+
+
 def update_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
     body = req_dict(body, "the update")
-    options = dict(req_dict(body.get("options"), "options"))
-    for key, maximum in (("lifetime", MAX_LIFETIME), ("priority", 2**31 - 1)):
-        if key in options:  # checked here, not as a ValueError deep in the catalogue
-            options[key] = opt_int(options, key, "rule option", maximum=maximum)
+    options = _update_options(req_dict(body.get("options"), "options"))
     with lake.db.write() as s:
         rule = core.get_rule(s, rule_id)
         require_rule_owner(caller, rule.account, "update")

@@ -1,0 +1,319 @@
+"""One rule spec on many DIDs (what ``fedlake upload`` and ``rucio upload`` ask for).
+
+Rules on files are added set-wise, with a number of statements that does not grow with
+the number of files: the DIDs in one query, existing rules in one, the files' replicas on
+the target RSEs in one; rules, locks, new COPYING replicas, history rows and events are
+inserted with ``insert_rows``; replica lock counts are raised with one statement per RSE;
+account limits are checked once. Datasets and containers go through ``rules.add_rule``
+(their placement depends on their content) at their place in the request, so a mixed
+request ends with the rows that adding its rules one by one would give.
+
+Every DID is checked before anything is written, in request order and in the order of
+``rules.add_rule`` (unknown DID, existing rule, too few target RSEs): a bad DID anywhere
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from fedlake.catalog._util import chunks, insert_rows, pairs_in
+from fedlake.catalog.models import DID, Event, Lock, Replica, Rule, RuleHistory
+from fedlake.catalog.rules import (
+    NewRule,
+    RuleSpec,
+    add_rule,
+    check_account_limits,
+    duplicate_rule,
+    too_few_targets,
+)
+from fedlake.domain.errors import DIDNotFound, DuplicateRule, InvalidReplicationRule
+from fedlake.domain.timefmt import utcnow
+from fedlake.domain.types import DIDType, LockState, ReplicaState, RuleState
+
+__all__ = ["add_rules"]
+
+Key = tuple[str, str]
+Where = tuple[str, str, str]  # rse_id, scope, name
+
+_AVAILABLE = ReplicaState.AVAILABLE.value
+_LOCK_OK, _LOCK_REPLICATING = LockState.OK.value, LockState.REPLICATING.value
+_RULE_OK, _RULE_REPLICATING = RuleState.OK.value, RuleState.REPLICATING.value
+#: the event payload text, as ``events.emit`` writes it (``_util.dumps``), encoder made once
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+class _Target(NamedTuple):
+    """The columns of a DID a rule needs."""
+
+    scope: str
+    name: str
+    did_type: str
+    bytes: int | None
+    adler32: str | None
+    md5: str | None
+
+
+def add_rules(session: Session, spec: RuleSpec, keys: Sequence[Key]) -> list[str]:
+    """Add one rule per DID of ``keys``; return the rule ids in the order of ``keys``."""
+    dids = _load_dids(session, keys)
+    _check(session, spec, keys, dids)
+    ids: list[str] = []
+    files: list[_Target] = []
+    for key in keys:
+        did = dids[key]
+        if did.did_type == DIDType.FILE.value:
+            files.append(did)
+            continue
+        ids += _add_file_rules(session, spec, files)
+        files = []
+        ids.append(add_rule(session, NewRule.of(spec, *key)))
+    ids += _add_file_rules(session, spec, files)
+    return ids
+
+
+def _load_dids(session: Session, keys: Sequence[Key]) -> dict[Key, _Target]:
+    cols = (DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5)
+    out: dict[Key, _Target] = {}
+    for batch in chunks(list(dict.fromkeys(keys))):
+        for row in session.execute(select(*cols).where(pairs_in(DID.scope, DID.name, batch))):
+            out[(row.scope, row.name)] = _Target(*row)
+    return out
+
+
+def _existing_rules(session: Session, spec: RuleSpec, keys: Sequence[Key]) -> dict[Key, str]:
+    """Rules that already ask for the same thing: DID -> rule id.
+
+    Only the DIDs are in the WHERE clause, so that the lookup goes through the rules' DID
+    index (with the account in it, a planner may walk all the account's rules instead).
+    """
+    cols = (Rule.id, Rule.scope, Rule.name, Rule.account, Rule.rse_expression, Rule.copies)
+    same = (spec.account, spec.rse_expression, spec.copies)
+    out: dict[Key, str] = {}
+    for batch in chunks(list(dict.fromkeys(keys))):
+        for rule_id, scope, name, *what in session.execute(
+            select(*cols).where(pairs_in(Rule.scope, Rule.name, batch))
+        ):
+            if tuple(what) == same:
+                out.setdefault((scope, name), rule_id)
+    return out
+
+
+def _check(session: Session, spec: RuleSpec, keys: Sequence[Key], dids: dict[Key, _Target]) -> None:
+    """Raise the error adding the rules one by one would raise first."""
+    existing = _existing_rules(session, spec, keys)
+    seen: set[Key] = set()
+    for i, (scope, name) in enumerate(keys):
+        if (scope, name) not in dids:
+            raise DIDNotFound(f"data identifier {scope}:{name} does not exist")
+        if spec.copies < 1:
+            raise InvalidReplicationRule("copies must be at least 1")
+        dup = existing.get((scope, name))
+        if dup is not None:
+            raise duplicate_rule(spec, scope, name, dup)
+        if (scope, name) in seen:
+            raise DuplicateRule(
+                f"{scope}:{name} is listed more than once in 'dids': one rule asks for "
+                f"{spec.copies} copies of it on {spec.rse_expression!r}; list it once"
+            )
+        seen.add((scope, name))
+        if i == 0 and len(spec.target_rse_ids) < spec.copies:
+            raise too_few_targets(spec)
+
+
+def _replicas_on(session: Session, keys: Sequence[Key], rse_ids: Sequence[str]) -> dict[Where, str]:
+    """States of the replicas of ``keys`` on ``rse_ids``."""
+    out: dict[Where, str] = {}
+    for batch in chunks(keys):
+        for rse_id, scope, name, state in session.execute(
+            select(Replica.rse_id, Replica.scope, Replica.name, Replica.state).where(
+                pairs_in(Replica.scope, Replica.name, batch), Replica.rse_id.in_(rse_ids)
+            )
+        ):
+            out[(rse_id, scope, name)] = state
+    return out
+
+
+def _add_file_rules(session: Session, spec: RuleSpec, files: Sequence[_Target]) -> list[str]:
+    """Rules on distinct files that have no rule like it yet (checked by ``_check``)."""
+    if not files:
+        return []
+    have = _replicas_on(session, [(f.scope, f.name) for f in files], spec.target_rse_ids)
+    rows = _Rows(spec, utcnow(), have)
+    ids = _new_ids(len(files))
+    for rule_id, f in zip(ids, files, strict=True):
+        rows.add(rule_id, f)
+    if rows.planned and not spec.ignore_account_limit:
+        check_account_limits(session, spec.account, rows.planned)
+    rows.write(session)
+    return ids
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
+_UUID_V4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
+def _new_ids(n: int) -> list[str]:
+    """``n`` rule ids: random version-4 UUIDs as 32 hex digits, like ``uuid4().hex``."""
+    raw = os.urandom(16 * n)
+    out = []
+    for i in range(0, 16 * n, 16):
+        v = int.from_bytes(raw[i : i + 16])
+        out.append(f"{v & _UUID_CLEAR | _UUID_V4:032x}")
+    return out
+
+
+@dataclass
+class _Rows:
+    """The rows of a run of file rules, built in memory, then written in bulk."""
+
+    spec: RuleSpec
+    now: datetime
+    have: dict[Where, str]  # the files' replicas on the target RSEs: their states
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    locks: list[dict[str, Any]] = field(default_factory=list)
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    bumps: dict[str, list[Key]] = field(default_factory=dict)  # existing replicas locked
+    planned: dict[str, int] = field(default_factory=dict)  # new lock bytes per RSE
+    base: dict[str, Any] = field(init=False)  # the columns all the rules share
+
+    def __post_init__(self) -> None:
+        self.base = _rule_columns(self.spec, self.now)
+
+    def add(self, rule_id: str, f: _Target) -> None:
+        spec, now, scope, name = self.spec, self.now, f.scope, f.name
+        # RSEs that hold the file first, each part in the targets' order
+        held = [r for r in spec.target_rse_ids if (r, scope, name) in self.have]
+        chosen = (held + [r for r in spec.target_rse_ids if r not in held])[: spec.copies]
+        ok = 0
+        for rse_id in chosen:
+            state = self.have.get((rse_id, scope, name))
+            if state is None:
+                self.replicas.append(_new_replica(f, rse_id, now))
+            else:
+                self.bumps.setdefault(rse_id, []).append((scope, name))
+            ok += state == _AVAILABLE
+            self.locks.append(
+                {
+                    "rule_id": rule_id,
+                    "scope": scope,
+                    "name": name,
+                    "rse_id": rse_id,
+                    "account": spec.account,
+                    "bytes": f.bytes,
+                    "state": _LOCK_OK if state == _AVAILABLE else _LOCK_REPLICATING,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            self.planned[rse_id] = self.planned.get(rse_id, 0) + (f.bytes or 0)
+        state = _RULE_REPLICATING if ok < len(chosen) else _RULE_OK
+        counts = {
+            "locks_ok_cnt": ok,
+            "locks_replicating_cnt": len(chosen) - ok,
+            "locks_stuck_cnt": 0,
+        }
+        self.rules.append(
+            {
+                **self.base,
+                **counts,
+                "id": rule_id,
+                "scope": scope,
+                "name": name,
+                "did_type": f.did_type,
+                "state": state,
+            }
+        )
+        self.history.append(
+            {
+                **counts,
+                "rule_id": rule_id,
+                "account": spec.account,
+                "scope": scope,
+                "name": name,
+                "rse_expression": spec.rse_expression,
+                "state": state,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        payload = {"rule_id": rule_id, "scope": scope, "name": name, "state": state}
+        self.events.append(
+            {"event_type": "rule-added", "payload": _encode(payload), "created_at": now}
+        )
+
+    def write(self, session: Session) -> None:
+        insert_rows(session, Rule, self.rules)
+        insert_rows(session, Replica, self.replicas)
+        insert_rows(session, Lock, self.locks)
+        for rse_id, keys in self.bumps.items():
+            for batch in chunks(keys, 50_000):
+                session.execute(
+                    update(Replica)
+                    .where(Replica.rse_id == rse_id, pairs_in(Replica.scope, Replica.name, batch))
+                    .values(lock_cnt=Replica.lock_cnt + 1, tombstone=None)
+                )
+        insert_rows(session, RuleHistory, self.history)
+        insert_rows(session, Event, self.events)
+
+
+def _rule_columns(spec: RuleSpec, now: datetime) -> dict[str, Any]:
+    """Every column of a new rule row but its DID, id, state and lock counters.
+
+    Columns that are NULL are left out (the database writes NULL): less to send.
+    """
+    columns = {
+        "subscription_id": None,
+        "account": spec.account,
+        "error": None,
+        "rse_expression": spec.rse_expression,
+        "copies": spec.copies,
+        "expires_at": now + timedelta(seconds=spec.lifetime) if spec.lifetime else None,
+        "weight": spec.weight,
+        "locked": spec.locked,
+        "source_replica_expression": spec.source_replica_expression,
+        "activity": spec.activity,
+        "grouping": spec.grouping.value,
+        "notification": spec.notification.value,
+        "stuck_at": None,
+        "purge_replicas": spec.purge_replicas,
+        "ignore_availability": spec.ignore_availability,
+        "ignore_account_limit": spec.ignore_account_limit,
+        "priority": spec.priority,
+        "comments": spec.comment,
+        "child_rule_id": None,
+        "eol_at": None,
+        "split_container": False,
+        "meta": spec.meta,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return {k: v for k, v in columns.items() if v is not None}
+
+
+def _new_replica(f: _Target, rse_id: str, now: datetime) -> dict[str, Any]:
+    """A COPYING replica for a lock on an RSE that does not hold the file (locked once)."""
+    return {
+        "rse_id": rse_id,
+        "scope": f.scope,
+        "name": f.name,
+        "bytes": f.bytes or 0,
+        "adler32": f.adler32,
+        "md5": f.md5,
+        "path": None,
+        "state": ReplicaState.COPYING.value,
+        "lock_cnt": 1,
+        "tombstone": None,
+        "created_at": now,
+        "updated_at": now,
+    }
