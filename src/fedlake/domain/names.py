@@ -23,6 +23,9 @@ _RSE = re.compile(r"^[A-Z0-9]+([_\-][A-Z0-9]+)*$")
 _META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9._\-+=@,~]")
+_NAME_OK = re.compile(
+    r"[A-Za-z0-9_\-+=@,~][A-Za-z0-9._\-+=@,~]{0,254}|\.[A-Za-z0-9_\-+=@,~][A-Za-z0-9._\-+=@,~]{0,253}"
+)
 
 
 def validate_scope(scope: object) -> str:
@@ -56,6 +59,8 @@ def validate_did_name(name: object) -> str:
     Characters with a meaning in URLs or paths (``/ # ? % : *`` spaces ...) are refused so
     that a name maps to exactly one file on every storage and in every PFN.
     """
+    if isinstance(name, str) and _NAME_OK.fullmatch(name):  # the common case, one regex
+        return name
     if not isinstance(name, str):
         raise InvalidName(f"a DID name must be a string, got {type(name).__name__}")
     if not name:

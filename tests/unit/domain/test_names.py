@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fedlake.domain.errors import InvalidInput, InvalidName
 from fedlake.domain.names import (
@@ -121,3 +123,19 @@ def test_invalid_name_is_invalid_input() -> None:
     with pytest.raises(InvalidInput) as info:
         validate_scope("a b")
     assert info.value.status == 400
+
+
+_ALLOWED = set("abcXYZ019._-+=@,~")
+
+
+@given(st.text(alphabet="abcXYZ019._-+=@,~/:#% \x00\té", max_size=260))
+def test_did_name_rule_matches_its_specification(name: str) -> None:
+    spec_ok = (
+        0 < len(name) <= 255 and set(name) <= _ALLOWED and name != "." and not name.startswith("..")
+    )
+    try:
+        validate_did_name(name)
+        accepted = True
+    except InvalidName:
+        accepted = False
+    assert accepted == spec_ok, name
