@@ -8,10 +8,10 @@ its peak, sampled every 10 ms, during it.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
+import orjson
 from _lake import SCOPE, parse_args, register, report, rss_bytes, running_lake
 
 GOAL_RATE = 50_000.0
@@ -48,10 +48,17 @@ def main() -> int:
             body = {"dids": [{"scope": SCOPE, "name": ds}]}
             with h.stream("POST", "/replicas/list", json=body) as r:
                 r.raise_for_status()
-                for line in r.iter_lines():
-                    if line:
-                        rec = json.loads(line)
-                        count += 1
+                tail = b""
+                for chunk in r.iter_bytes():  # every record is parsed, as a client would
+                    lines = (tail + chunk).split(b"\n")
+                    tail = lines.pop()
+                    for line in lines:
+                        if line:
+                            rec = orjson.loads(line)
+                            count += 1
+                if tail.strip():
+                    rec = orjson.loads(tail)
+                    count += 1
             elapsed = time.perf_counter() - t0
             stop.set()
             sampler.join()

@@ -325,19 +325,22 @@ def _replica_filter(all_states: bool, rse_ids: set[str] | None) -> list[Any]:
 def _dataset_replicas(
     session: Session, ds: Key, all_states: bool, rse_ids: set[str] | None
 ) -> Iterator[ReplicaRecord]:
-    """The files of one dataset with their replicas: one streamed join, in name order."""
+    """The files of one dataset with their replicas: one streamed join, in name order.
+
+    A file's size and checksums never change, so the copies in ``did_content`` (written
+    at attach time) are used and ``dids`` is not joined. Core rows, no ORM loading.
+    """
     stmt = (
         select(
             DIDContent.child_scope,
             DIDContent.child_name,
-            DID.bytes,
-            DID.adler32,
-            DID.md5,
+            DIDContent.bytes,
+            DIDContent.adler32,
+            DIDContent.md5,
             Replica.rse_id,
             Replica.state,
             Replica.path,
         )
-        .join(DID, and_(DID.scope == DIDContent.child_scope, DID.name == DIDContent.child_name))
         .outerjoin(
             Replica,
             and_(
@@ -350,11 +353,12 @@ def _dataset_replicas(
         )
         .where(DIDContent.scope == ds[0], DIDContent.name == ds[1])
         .order_by(DIDContent.child_scope, DIDContent.child_name)
-        .execution_options(yield_per=5000)
     )
     available = ReplicaState.AVAILABLE.value
     rec: ReplicaRecord | None = None
-    for cs, cn, nbytes, adler, md5, rse_id, state, path in session.execute(stmt):
+    stmt = stmt.execution_options(stream_results=True, max_row_buffer=5000)
+    result = session.connection().execute(stmt)
+    for cs, cn, nbytes, adler, md5, rse_id, state, path in result:
         if rec is None or rec.name != cn or rec.scope != cs:
             if rec is not None:
                 yield rec

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from fedlake.domain.errors import InvalidInput
 
 __all__ = ["ALGORITHMS", "build_pfn", "lfn2path", "path_hash", "path_identity", "split_pfn"]
 
 
+@lru_cache(maxsize=4096)
 def _scope_dir(scope: str) -> str:
     # Rucio tests startswith('user') / startswith('group') (no dot): 'userdata.x' -> 'userdata/x'
     if scope.startswith(("user", "group")):
