@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import ColumnElement, Text, and_, bindparam, insert, tuple_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -37,7 +38,8 @@ class _PairsJSON(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
-        return None if value is None else json.dumps([[a, b] for a, b in value])
+        # orjson writes tuples as arrays: no per-pair Python work
+        return None if value is None else orjson.dumps(value).decode()
 
 
 class _PairsIn(ColumnElement[bool]):
