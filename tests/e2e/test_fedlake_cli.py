@@ -22,6 +22,7 @@ from tests.helpers import (
     LiveLake,
     create_pg_database,
     drop_pg_database,
+    free_port,
     pg_base_url,
     start_lake,
 )
@@ -303,3 +304,23 @@ def test_server_killed_during_bulk_registration_writes_all_or_nothing(
         assert count == 0 or reps[0]["states"] == {"LOCAL-DISK": "AVAILABLE"}
     finally:
         again.stop()
+
+
+def test_unreachable_lake_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
+    env.update(
+        FEDLAKE_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        FEDLAKE_USERNAME="root",
+        FEDLAKE_PASSWORD="whatever-password",
+        FEDLAKE_DATA_DIR=str(tmp_path),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "fedlake.cli", "ls", "user.root"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "cannot reach the lake" in done.stderr
+    assert "Traceback" not in done.stderr

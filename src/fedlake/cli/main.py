@@ -34,3 +34,14 @@ def main() -> None:
     except ValueError as exc:
         err_console.print(f"[red]error[/]: {exc}")
         sys.exit(2)
+    except Exception as exc:
+        import httpx
+
+        if not isinstance(exc, httpx.TransportError):
+            raise
+        err_console.print(
+            f"[red]error[/]: cannot reach the lake ({type(exc).__name__}: {exc}). "
+            "Is `fedlake up` running? The URL comes from FEDLAKE_URL or the file "
+            "`fedlake up` writes in its data directory."
+        )
+        sys.exit(3)
