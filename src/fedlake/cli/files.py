@@ -54,7 +54,7 @@ def upload(
         bytes_task = bar.add_task("upload", total=total)
         res = run(
             client,
-            paths,
+            files,  # already expanded: the directories are not walked twice
             rse=rse,
             scope=scope,
             dataset=ds,

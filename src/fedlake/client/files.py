@@ -10,6 +10,8 @@ registered with the same checksum, or already on storage verified, are not copie
 from __future__ import annotations
 
 import contextlib
+import errno
+import mmap
 import os
 import secrets
 import threading
@@ -87,6 +89,8 @@ def _local_protocol(settings: dict[str, Any], op: str) -> dict[str, Any] | None:
 
 _local = threading.local()
 BLOCK = 256 * 1024  # small enough to stay in the CPU cache between checksum and write
+SPAN = 8 * 1024 * 1024  # kernel copies are asked for in spans of this size (progress)
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 
 
 def _buffer() -> memoryview:
@@ -97,45 +101,78 @@ def _buffer() -> memoryview:
     return buf
 
 
-def _copy_verified(src: Path, dest: Path, progress: ProgressFn | None) -> str:
-    """Copy src to dest atomically; returns the adler32 of the bytes written.
+def _kernel_copy(fin: int, fout: int, progress: ProgressFn | None) -> bool:
+    """Copy with ``copy_file_range`` (page cache to page cache, no user-space copy).
 
-    One pass: each block is read, checksummed and written from the same buffer, so the
-    checksum is exactly that of the stored bytes. Before the rename the written size is
-    checked (fstat) and the source must be unchanged (size and mtime): a file modified
-    while it was copied is refused instead of being stored half old, half new.
+    False if the kernel cannot do it for these files (nothing was written then).
+    """
+    first = True
+    while True:
+        try:
+            n = os.copy_file_range(fin, fout, SPAN)
+        except OSError as exc:
+            if first and exc.errno in _NO_KERNEL_COPY:
+                return False
+            raise
+        first = False
+        if n == 0:
+            return True
+        if progress:
+            progress(n)
+
+
+def _user_copy(fin: Any, fout: Any, progress: ProgressFn | None) -> None:
+    view = _buffer()
+    while n := fin.readinto(view):
+        chunk = view[:n]
+        done = 0
+        while done < n:
+            done += fout.write(chunk[done:]) or 0
+        if progress:
+            progress(n)
+
+
+def _adler_of(fd: int, size: int) -> str:
+    """adler32 of a file's first ``size`` bytes, hashed in place (mmap, no copy)."""
+    if size == 0:
+        return "00000001"
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
+        return f"{adler32(view, 1) & 0xFFFFFFFF:08x}"
+
+
+def _copy_verified(src: Path, dest: Path, progress: ProgressFn | None) -> str:
+    """Copy src to dest atomically; returns the adler32 of the stored bytes.
+
+    The bytes are copied by the kernel where it can (``copy_file_range``; else through a
+    small buffer), then the adler32 is computed over the temporary copy itself, so the
+    checksum registered is that of exactly what is stored. The source must be unchanged
+    (size and mtime) from before the copy to after it, and the copy must have the
+    source's size: a file modified while it was copied is refused, nothing is kept.
     Temporaries are named like the storage plugin's (``.<name>.fedlake-tmp-<hex>``) so
     the sweeper removes those of killed uploads.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}{TMP_MARK}{secrets.token_hex(6)}")
-    view = _buffer()
     try:
-        with open(src, "rb", buffering=0) as fin, open(tmp, "xb", buffering=0) as fout:
+        with open(src, "rb", buffering=0) as fin, open(tmp, "xb+", buffering=0) as fout:
             before = os.fstat(fin.fileno())
-            adler, size = 1, 0
-            while n := fin.readinto(view):
-                chunk = view[:n]
-                adler = adler32(chunk, adler)
-                done = 0
-                while done < n:
-                    done += fout.write(chunk[done:]) or 0
-                size += n
-                if progress:
-                    progress(n)
+            if not _kernel_copy(fin.fileno(), fout.fileno(), progress):
+                _user_copy(fin, fout, progress)
             written = os.fstat(fout.fileno()).st_size
             after = os.fstat(fin.fileno())
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-            raise LakeError(f"{src} changed while it was copied; nothing was kept, try again")
-        if written != size:
-            raise LakeError(
-                f"{dest}: {written} bytes were stored but {size} were read; nothing was kept"
-            )
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise LakeError(f"{src} changed while it was copied; nothing was kept, try again")
+            if written != before.st_size:
+                raise LakeError(
+                    f"{dest}: {written} bytes were stored but the source has "
+                    f"{before.st_size}; nothing was kept"
+                )
+            adler = _adler_of(fout.fileno(), written)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return f"{adler & 0xFFFFFFFF:08x}"
+    return adler
 
 
 class _Uploader:
