@@ -23,6 +23,10 @@ ENV_VARS: dict[str, str] = {
     "FEDLAKE_ROOT_PASSWORD": "password of the root account on first start (else generated)",
     "FEDLAKE_MAX_BODY_BYTES": "largest accepted request body in bytes (default 256 MiB)",
     "FEDLAKE_TOKEN_LIFETIME": "lifetime of issued access tokens in seconds (default 3600)",
+    "FEDLAKE_AUTH_CACHE_SECONDS": (
+        "seconds a server process reuses a checked token and its account's state "
+        "(default 5; 0 checks every request)"
+    ),
     "FEDLAKE_URL": "client side: URL of the lake the CLI talks to",
     "FEDLAKE_ACCOUNT": "client side: account to act as",
     "FEDLAKE_USERNAME": "client side: username for userpass login",
@@ -42,6 +46,7 @@ class Settings:
     root_password: str | None = None
     max_body_bytes: int = 256 * 1024 * 1024
     token_lifetime: int = 3600
+    auth_cache_seconds: int = 5
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -54,6 +59,8 @@ class Settings:
             raise ValueError("FEDLAKE_MAX_BODY_BYTES must be at least 1024")
         if self.token_lifetime < 60:
             raise ValueError("FEDLAKE_TOKEN_LIFETIME must be at least 60 seconds")
+        if not 0 <= self.auth_cache_seconds <= 300:
+            raise ValueError("FEDLAKE_AUTH_CACHE_SECONDS must be from 0 to 300 seconds")
 
     def _default_database_url(self) -> str:
         return f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
@@ -100,4 +107,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         root_password=env.get("FEDLAKE_ROOT_PASSWORD") or None,
         max_body_bytes=_int(env, "FEDLAKE_MAX_BODY_BYTES", 256 * 1024 * 1024),
         token_lifetime=_int(env, "FEDLAKE_TOKEN_LIFETIME", 3600),
+        auth_cache_seconds=_int(env, "FEDLAKE_AUTH_CACHE_SECONDS", 5),
     )

@@ -128,6 +128,17 @@ def test_other_limits() -> None:
         load_settings({"FEDLAKE_TOKEN_LIFETIME": "1h"})
 
 
+def test_auth_cache_seconds() -> None:
+    assert load_settings({}).auth_cache_seconds == 5
+    assert load_settings({"FEDLAKE_AUTH_CACHE_SECONDS": "0"}).auth_cache_seconds == 0
+    assert load_settings({"FEDLAKE_AUTH_CACHE_SECONDS": "300"}).auth_cache_seconds == 300
+    for bad in ("-1", "301"):
+        with pytest.raises(ValueError, match="FEDLAKE_AUTH_CACHE_SECONDS must be from 0 to 300"):
+            load_settings({"FEDLAKE_AUTH_CACHE_SECONDS": bad})
+    with pytest.raises(ValueError, match="FEDLAKE_AUTH_CACHE_SECONDS='5s' is not an integer"):
+        load_settings({"FEDLAKE_AUTH_CACHE_SECONDS": "5s"})
+
+
 def test_frozen() -> None:
     s = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):

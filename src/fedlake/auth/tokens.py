@@ -3,6 +3,10 @@
 Signing keys live in the catalogue (``signing_keys``) so every server process of a
 lake issues and accepts the same tokens. The account a token acts for is in the
 ``fedlake.account`` claim; ``sub`` is the identity that logged in.
+
+Tokens cannot be revoked: a valid token stays valid until ``exp`` (plus ``LEEWAY``).
+``TokenService.callers`` remembers what a checked token resolved to for a few seconds;
+``fedlake.auth.cache`` states the rules that keep that memory correct.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import select
 
+from fedlake.auth.cache import CallerCache
 from fedlake.catalog.db import Database
 from fedlake.catalog.models import SigningKey
 from fedlake.domain.errors import AuthenticationFailed
@@ -49,6 +54,8 @@ class TokenService:
         self.lifetime = lifetime
         self._keys: KeySet | None = None
         self._current: ECKey | None = None
+        #: token -> Caller of recently checked tokens (filled by the accounts service)
+        self.callers = CallerCache()
 
     def _load_keys(self) -> None:
         with self.db.write() as session:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     and_,
+    bindparam,
     delete,
     false,
     insert,
@@ -18,8 +20,13 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    update,
 )
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from fedlake.catalog._util import chunks, dumps, insert_rows, pairs_in
 from fedlake.catalog.dids import get_did, set_expiry
@@ -27,6 +34,7 @@ from fedlake.catalog.models import DID, DIDMeta
 from fedlake.domain.errors import (
     DIDNotFound,
     InvalidFilter,
+    InvalidInput,
     InvalidMetadata,
     KeyNotFound,
     UnsupportedMetadataPlugin,
@@ -190,10 +198,68 @@ def _plan_key(key: str, value: Any) -> tuple[str, Any]:
     return key, typed(value)
 
 
+_SPECIAL_KEYS = frozenset({"lifetime", "expired_at", "eol_at", *_COLUMN_SETTERS})
+_META_VALUE_COLUMNS = ("vtype", "value", "str_val", "num_val", "date_val")
+_DIDS = cast(Table, DID.__table__)
+#: statements of the plain-metadata path, built once: per call only parameters change
+_TOUCH_DID = (
+    update(_DIDS)
+    .where(_DIDS.c.scope == bindparam("t_scope"), _DIDS.c.name == bindparam("t_name"))
+    .values(updated_at=bindparam("t_now"))
+)
+_upserts: dict[str, Any] = {}
+
+
+def _meta_upsert(dialect: str) -> Any:
+    """``INSERT INTO did_meta ... ON CONFLICT (scope, name, key) DO UPDATE``, built once."""
+    stmt = _upserts.get(dialect)
+    if stmt is None:
+        table = cast(Table, DIDMeta.__table__)
+        base = pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+        stmt = _upserts[dialect] = base.on_conflict_do_update(
+            index_elements=["scope", "name", "key"],
+            set_={col: base.excluded[col] for col in _META_VALUE_COLUMNS},
+        )
+    return stmt
+
+
+def _pg_touch_and_upsert_one() -> Any:
+    """PostgreSQL, one key: touch the DID and upsert the key in one statement (one round
+    trip instead of two). No row is written when the DID does not exist (rowcount 0)."""
+    stmt = _upserts.get("postgresql-one")
+    if stmt is None:
+        table = cast(Table, DIDMeta.__table__)
+        touched = _TOUCH_DID.returning(_DIDS.c.scope, _DIDS.c.name).cte("touched")
+        source = select(
+            touched.c.scope,
+            touched.c.name,
+            bindparam("m_key", type_=table.c.key.type),
+            bindparam("m_vtype", type_=table.c.vtype.type),
+            bindparam("m_value", type_=table.c.value.type),
+            sql_cast(bindparam("m_str_val"), table.c.str_val.type),
+            sql_cast(bindparam("m_num_val"), table.c.num_val.type),
+            sql_cast(bindparam("m_date_val"), table.c.date_val.type),
+        )
+        base = pg_insert(table).from_select(["scope", "name", "key", *_META_VALUE_COLUMNS], source)
+        stmt = _upserts["postgresql-one"] = base.on_conflict_do_update(
+            index_elements=["scope", "name", "key"],
+            set_={col: base.excluded[col] for col in _META_VALUE_COLUMNS},
+        ).execution_options(preserve_rowcount=True)  # an INSERT's rowcount is not kept else
+    return stmt
+
+
 def set_meta(session: Session, scope: str, name: str, meta: dict[str, Any]) -> None:
     """Set several keys on one DID; validates every key and value before writing."""
+    try:
+        plan = [_plan_key(key, value) for key, value in meta.items()]
+    except InvalidInput:
+        get_did(session, scope, name)  # a missing DID is the first thing to report
+        raise
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql") and not any(k in _SPECIAL_KEYS for k, _ in plan):
+        _set_plain_meta(session, dialect, scope, name, plan)
+        return
     row = get_did(session, scope, name)
-    plan = [_plan_key(key, value) for key, value in meta.items()]
     for key, value in plan:
         if key == "lifetime":
             set_expiry(session, scope, name, value)
@@ -214,6 +280,36 @@ def set_meta(session: Session, scope: str, name: str, meta: dict[str, Any]) -> N
                     setattr(existing, col, v)
     row.updated_at = utcnow()
     session.flush()
+
+
+def _set_plain_meta(
+    session: Session, dialect: str, scope: str, name: str, plan: list[tuple[str, Any]]
+) -> None:
+    """Only ``did_meta`` keys: two Core statements whatever the number of keys (one on
+    PostgreSQL for a single key).
+
+    The UPDATE of ``updated_at`` doubles as the existence check (and takes the DID's row
+    lock on PostgreSQL, as the ORM update did); the upsert writes every key at once. Core,
+    not ORM: the ORM's per-statement bookkeeping cost more than the database work.
+    """
+    session.flush()  # DIDs added earlier in this transaction must be visible to the UPDATE
+    conn = session.connection()
+    now = utcnow()
+    touch = {"t_scope": scope, "t_name": name, "t_now": now}
+    if dialect == "postgresql" and len(plan) == 1:
+        key, value = plan[0]
+        params = touch | {"m_key": key} | {f"m_{col}": value[col] for col in _META_VALUE_COLUMNS}
+        found = conn.execute(_pg_touch_and_upsert_one(), params).rowcount == 1
+    else:
+        found = conn.execute(_TOUCH_DID, touch).rowcount == 1
+        if found and plan:
+            rows = [{"scope": scope, "name": name, "key": key, **value} for key, value in plan]
+            conn.execute(_meta_upsert(dialect), rows[0] if len(rows) == 1 else rows)
+    if not found:
+        raise DIDNotFound(f"data identifier {scope}:{name} does not exist")
+    loaded = session.identity_map.get(session.identity_key(DID, (scope, name)))
+    if loaded is not None:  # keep an already loaded DID object in step with the row
+        set_committed_value(loaded, "updated_at", now)
 
 
 def delete_meta(session: Session, scope: str, name: str, key: str) -> None:

@@ -24,7 +24,9 @@ def create_app(lake: Lake) -> FastAPI:
     )
     app.state.lake = lake
     app.router.redirect_slashes = False
-    for module in (core, accounts, rses, dids, replicas, rules, files):
+    # the routers share no first path segment, so their order only decides how many routes
+    # a request is matched against: the hot ones (DIDs, replicas) come first
+    for module in (dids, replicas, rules, files, core, accounts, rses):
         app.include_router(module.router)
     app.add_exception_handler(LakeError, handle_lake_error)
     app.add_exception_handler(HTTPException, handle_http_exception)

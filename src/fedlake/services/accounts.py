@@ -22,6 +22,7 @@ __all__ = [
     "add_identity",
     "add_scope",
     "bootstrap_root",
+    "cached_caller",
     "caller_from_token",
     "get_account",
     "list_accounts",
@@ -61,15 +62,33 @@ def login_userpass(
     return token, exp, chosen
 
 
+def cached_caller(
+    lake: Lake, token: str | None, account_header: str | None = None
+) -> Caller | None:
+    """The Caller of a token checked moments ago, or None: then call ``caller_from_token``.
+
+    Never touches the catalogue, so the server may call it on its event loop.
+    """
+    if not token:
+        return None
+    known = lake.tokens.callers.get(token)
+    if known is not None:
+        _check_account_header(known.account, account_header)
+    return known
+
+
 def caller_from_token(lake: Lake, token: str | None, account_header: str | None = None) -> Caller:
+    """Validate the token and read its account's state; remember the answer briefly.
+
+    See ``fedlake.auth.cache`` for why a remembered answer stays correct.
+    """
     if not token:
         raise AuthenticationFailed("no token: log in first (rucio: X-Rucio-Auth-Token header)")
+    known = cached_caller(lake, token, account_header)
+    if known is not None:
+        return known
     claims: TokenClaims = lake.tokens.validate(token)
-    if account_header and account_header != claims.account:
-        raise AccessDenied(
-            f"the token is for account {claims.account}, not {account_header}; "
-            "log in as that account"
-        )
+    _check_account_header(claims.account, account_header)
     with lake.db.read() as s:
         try:
             acc = core.get_account(s, claims.account)
@@ -77,7 +96,16 @@ def caller_from_token(lake: Lake, token: str | None, account_header: str | None 
             raise AuthenticationFailed(f"account {claims.account} no longer exists") from None
         if acc.status != "ACTIVE":
             raise AuthenticationFailed(f"account {claims.account} is {acc.status.lower()}")
-        return Caller(claims.account, core.is_admin(s, claims.account))
+        found = Caller(claims.account, core.is_admin(s, claims.account))
+    lake.tokens.callers.put(token, found, claims.expires_at, lake.settings.auth_cache_seconds)
+    return found
+
+
+def _check_account_header(account: str, account_header: str | None) -> None:
+    if account_header and account_header != account:
+        raise AccessDenied(
+            f"the token is for account {account}, not {account_header}; log in as that account"
+        )
 
 
 def get_account(lake: Lake, account: str) -> dict[str, Any]:
@@ -149,12 +177,14 @@ def set_attribute(lake: Lake, caller: Caller, account: str, key: str, value: Any
         raise InvalidInput("an attribute key must be 1-100 characters")
     with lake.db.write() as s:
         core.add_account_attribute(s, account, key, value)
+    lake.tokens.callers.forget_account(account)  # e.g. admin=true: applies at once here
 
 
 def delete_attribute(lake: Lake, caller: Caller, account: str, key: str) -> None:
     require_admin(caller, "delete account attributes")
     with lake.db.write() as s:
         core.delete_account_attribute(s, account, key)
+    lake.tokens.callers.forget_account(account)
 
 
 # --- scopes ------------------------------------------------------------------------------
@@ -184,8 +214,10 @@ def list_scopes(lake: Lake, account: str | None = None) -> list[dict[str, str]]:
     with lake.db.read() as s:
         if account is not None:
             core.get_account(s, account)
-        return [{"scope": r.scope, "account": r.account, "status": r.status}
-                for r in core.list_scopes(s, account)]
+        return [
+            {"scope": r.scope, "account": r.account, "status": r.status}
+            for r in core.list_scopes(s, account)
+        ]
 
 
 # --- limits and usage --------------------------------------------------------------------

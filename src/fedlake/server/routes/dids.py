@@ -6,6 +6,7 @@ is refused with a clear message instead of being routed elsewhere.
 
 from __future__ import annotations
 
+from asyncio import wrap_future
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -173,14 +174,15 @@ async def post_dids(request: Request, rest: str) -> Response:
         return Response("Created", status_code=201)
     if suffix == "meta":
         body = await _obj(request)
-        await threaded(svc.set_meta, lk, c, scope, name, body.get("meta"))
+        await wrap_future(svc.submit_set_meta(lk, c, scope, name, body.get("meta")))
         return Response("Created", status_code=201)
     if suffix.startswith("meta/"):
         key = suffix[len("meta/") :]
         body = await _obj(request)
         if "value" not in body:
             raise InvalidInput('the body must be {"value": ...}')
-        await threaded(svc.set_meta, lk, c, scope, name, {key: body["value"]})
+        # group commit: concurrent calls (one per DID, as rucio's set_metadata) share commits
+        await wrap_future(svc.submit_set_meta(lk, c, scope, name, {key: body["value"]}))
         return Response("Created", status_code=201)
     raise NotFound(f"no POST operation {suffix!r} on DIDs")
 
