@@ -65,7 +65,7 @@ def up(
     os.chmod(cfg_path, 0o600)
     console.print(f"[bold green]fedlake is up[/] at [bold]{settings.public_url}[/]")
     console.print(f"  data directory : {settings.data_dir}")
-    console.print(f"  catalogue      : {settings.database_url}")
+    console.print(f"  catalogue      : {_without_password(settings.database_url)}")
     console.print("  account        : root (userpass identity 'root')")
     if generated:
         console.print(f"  password       : [bold]{generated}[/] (generated; kept in {pw_file})")
@@ -119,3 +119,10 @@ def server(
 def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(server)
+
+
+def _without_password(url: str) -> str:
+    """The database URL for the banner: a password in it is shown as ``***``."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
