@@ -60,8 +60,9 @@ def _truncate(url: str) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
-                 pg_url: str | None) -> str:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path, pg_url: str | None
+) -> str:
     """A migrated, empty catalogue on each backend."""
     if request.param == "sqlite":
         target = tmp_path / "catalog.db"
@@ -75,8 +76,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 @pytest.fixture
 def lake(database_url: str, tmp_path: Path) -> Iterator[Lake]:
     """A lake with root (password ROOT_PASSWORD) and the four local RSEs."""
-    settings = Settings(data_dir=tmp_path / "data", database_url=database_url,
-                        root_password=ROOT_PASSWORD, port=18999)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        root_password=ROOT_PASSWORD,
+        port=18999,
+    )
     lk = build_lake(settings, migrate=True)
     ensure_root(lk)
     ensure_local_rses(lk)
@@ -93,8 +98,10 @@ def root() -> Caller:
 def api(lake: Lake) -> Iterator[TestClient]:
     """An in-process HTTP client, logged in as root (X-Rucio-Auth-Token set)."""
     with TestClient(create_app(lake), raise_server_exceptions=False) as client:
-        r = client.get("/auth/userpass", headers={"X-Rucio-Username": "root",
-                                                  "X-Rucio-Password": ROOT_PASSWORD})
+        r = client.get(
+            "/auth/userpass",
+            headers={"X-Rucio-Username": "root", "X-Rucio-Password": ROOT_PASSWORD},
+        )
         assert r.status_code == 200, r.text
         client.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
         yield client

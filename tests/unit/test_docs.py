@@ -29,7 +29,19 @@ def test_readme_shows_the_two_commands() -> None:
 
 def test_every_top_level_command_has_help() -> None:
     group = get_command(app)
-    assert {"up", "server", "upload", "download", "ls", "stat", "meta", "attach", "detach",
-            "rse", "scope", "account"} <= set(group.commands)  # type: ignore[attr-defined]
+    assert {
+        "up",
+        "server",
+        "upload",
+        "download",
+        "ls",
+        "stat",
+        "meta",
+        "attach",
+        "detach",
+        "rse",
+        "scope",
+        "account",
+    } <= set(group.commands)  # type: ignore[attr-defined]
     for name, cmd in group.commands.items():  # type: ignore[attr-defined]
         assert cmd.help or cmd.callback.__doc__, f"`fedlake {name}` has no help text"

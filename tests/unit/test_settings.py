@@ -166,8 +166,12 @@ def test_every_field_has_a_variable() -> None:
 
 def test_replace_keeps_explicit_values(tmp_path: Path) -> None:
     """`fedlake up --data-dir D --port P` with FEDLAKE_DATABASE_URL/PUBLIC_URL set keeps them."""
-    s = load_settings({"FEDLAKE_DATABASE_URL": "postgresql+psycopg://pg/lake",
-                       "FEDLAKE_PUBLIC_URL": "https://lake.example"})
+    s = load_settings(
+        {
+            "FEDLAKE_DATABASE_URL": "postgresql+psycopg://pg/lake",
+            "FEDLAKE_PUBLIC_URL": "https://lake.example",
+        }
+    )
     moved = s.replace(data_dir=tmp_path / "x", port=9000)
     assert moved.database_url == "postgresql+psycopg://pg/lake"
     assert moved.public_url == "https://lake.example"

@@ -157,9 +157,7 @@ def _executemany_rows(
 
 def _copy_rows(conn: Any, table: Any, cols: list[str], rows: Sequence[dict[str, Any]]) -> None:
     prep = conn.dialect.identifier_preparer
-    sql = (
-        f"COPY {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) FROM STDIN"
-    )
+    sql = f"COPY {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) FROM STDIN"
     raw = conn.connection.driver_connection
     with raw.cursor() as cur, cur.copy(sql) as copy:
         for r in rows:

@@ -120,9 +120,13 @@ def check_new_names(session: Session, keys: Sequence[Key], *, absent: bool = Fal
         seen.add(key)
     _check_scopes(session, {k[0] for k in keys})
     for batch in chunks(keys):
-        row = None if absent else session.execute(
-            select(DID.scope, DID.name).where(pairs_in(DID.scope, DID.name, batch)).limit(1)
-        ).first()
+        row = (
+            None
+            if absent
+            else session.execute(
+                select(DID.scope, DID.name).where(pairs_in(DID.scope, DID.name, batch)).limit(1)
+            ).first()
+        )
         if row is not None:
             raise DIDAlreadyExists(f"data identifier {row[0]}:{row[1]} already exists")
         row = session.execute(
