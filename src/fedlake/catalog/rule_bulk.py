@@ -32,6 +32,7 @@ from fedlake.catalog.rules import (
     RuleSpec,
     add_rule,
     check_account_limits,
+    copying_replica,
     duplicate_rule,
     too_few_targets,
 )
@@ -199,7 +200,7 @@ class _Rows:
         for rse_id in chosen:
             state = self.have.get((rse_id, scope, name))
             if state is None:
-                self.replicas.append(_new_replica(f, rse_id, now))
+                self.replicas.append(copying_replica(f, rse_id, now, lock_cnt=1))
             else:
                 self.bumps.setdefault(rse_id, []).append((scope, name))
             ok += state == _AVAILABLE
@@ -299,21 +300,3 @@ def _rule_columns(spec: RuleSpec, now: datetime) -> dict[str, Any]:
         "updated_at": now,
     }
     return {k: v for k, v in columns.items() if v is not None}
-
-
-def _new_replica(f: _Target, rse_id: str, now: datetime) -> dict[str, Any]:
-    """A COPYING replica for a lock on an RSE that does not hold the file (locked once)."""
-    return {
-        "rse_id": rse_id,
-        "scope": f.scope,
-        "name": f.name,
-        "bytes": f.bytes or 0,
-        "adler32": f.adler32,
-        "md5": f.md5,
-        "path": None,
-        "state": ReplicaState.COPYING.value,
-        "lock_cnt": 1,
-        "tombstone": None,
-        "created_at": now,
-        "updated_at": now,
-    }

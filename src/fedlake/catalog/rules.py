@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -282,6 +282,37 @@ def add_rule(session: Session, spec: NewRule) -> str:
     return rule.id
 
 
+class _FileLike(Protocol):
+    @property
+    def scope(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def bytes(self) -> int | None: ...
+    @property
+    def adler32(self) -> str | None: ...
+    @property
+    def md5(self) -> str | None: ...
+
+
+def copying_replica(f: _FileLike, rse_id: str, now: datetime, *, lock_cnt: int) -> dict[str, Any]:
+    """The row of a COPYING replica a new lock asks for (the file is not on the RSE yet)."""
+    return {
+        "rse_id": rse_id,
+        "scope": f.scope,
+        "name": f.name,
+        "bytes": f.bytes or 0,
+        "adler32": f.adler32,
+        "md5": f.md5,
+        "path": None,
+        "state": ReplicaState.COPYING.value,
+        "lock_cnt": lock_cnt,
+        "tombstone": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def lock_files(
     session: Session,
     rule: Rule,
@@ -313,21 +344,7 @@ def lock_files(
                 locked.add((rid, f.scope, f.name))
                 state = have.get((rid, f.scope, f.name))
                 if state is None:
-                    new_replicas.append(
-                        {
-                            "rse_id": rid,
-                            "scope": f.scope,
-                            "name": f.name,
-                            "bytes": f.bytes or 0,
-                            "adler32": f.adler32,
-                            "md5": f.md5,
-                            "path": None,
-                            "state": ReplicaState.COPYING.value,
-                            "lock_cnt": 0,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
+                    new_replicas.append(copying_replica(f, rid, now, lock_cnt=0))
                 ok = state == ReplicaState.AVAILABLE.value
                 locks.append(
                     {
