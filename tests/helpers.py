@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -13,8 +14,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from starlette.testclient import TestClient
 
 ROOT_PASSWORD = "test-root-password"
 
@@ -144,3 +147,41 @@ def running_lake(data_dir: Path, database_url: str | None = None) -> Iterator[Li
         yield live
     finally:
         live.stop()
+
+
+# --- API responses (in-process TestClient) --------------------------------------------
+
+JSON = "application/json"
+STREAM = "application/x-json-stream"
+
+
+def ndjson(r: httpx.Response) -> list[Any]:
+    """A 200 NDJSON listing, parsed."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == STREAM
+    return [json.loads(line) for line in r.text.splitlines() if line.strip()]
+
+
+def one(r: httpx.Response) -> Any:
+    """A 200 JSON answer, parsed."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == JSON
+    return r.json()
+
+
+def assert_error(r: httpx.Response, status: int, cls: str | None = None) -> str:
+    """The Rucio error format: headers and a JSON body naming the same class; the message."""
+    assert r.status_code == status, r.text
+    assert r.headers["ExceptionClass"]
+    assert r.headers["ExceptionMessage"]
+    body = json.loads(r.content)
+    assert body["ExceptionClass"] == r.headers["ExceptionClass"]
+    if cls is not None:
+        assert body["ExceptionClass"] == cls
+    assert body["ExceptionMessage"]
+    return str(body["ExceptionMessage"])
+
+
+def post(api: TestClient, url: str, body: Any = None, **kw: Any) -> httpx.Response:
+    """POST a JSON body the way the rucio client does: as text, without Content-Type."""
+    return api.post(url, content=b"" if body is None else json.dumps(body), **kw)

@@ -14,38 +14,11 @@ from starlette.testclient import TestClient
 from fedlake.bootstrap import Lake
 from fedlake.catalog.dids import mark_deleted
 from fedlake.catalog.models import DID, DIDContent
+from tests.helpers import assert_error, ndjson, one, post
 
 SCOPE = "user.root"
 JSON = "application/json"
 STREAM = "application/x-json-stream"
-
-
-def ndjson(r: httpx.Response) -> list[Any]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == STREAM
-    return [json.loads(line) for line in r.text.splitlines() if line.strip()]
-
-
-def one(r: httpx.Response) -> Any:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == JSON
-    return r.json()
-
-
-def assert_error(r: httpx.Response, status: int, cls: str) -> str:
-    """The Rucio error format: headers and a JSON body naming the same class."""
-    assert r.status_code == status, r.text
-    assert r.headers["ExceptionClass"] == cls
-    assert r.headers["ExceptionMessage"]
-    body = json.loads(r.content)
-    assert body["ExceptionClass"] == cls
-    assert body["ExceptionMessage"]
-    return str(body["ExceptionMessage"])
-
-
-def post(api: TestClient, url: str, body: Any) -> httpx.Response:
-    """POST a JSON body the way the rucio client does: as text, without Content-Type."""
-    return api.post(url, content=json.dumps(body))
 
 
 def add_files(

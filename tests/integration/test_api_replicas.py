@@ -10,36 +10,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-import httpx
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from fedlake.bootstrap import Lake
 from fedlake.catalog.models import DID, Replica
+from tests.helpers import assert_error, ndjson, post
 
 SCOPE = "user.root"
 STREAM = "application/x-json-stream"
 METALINK = "application/metalink4+xml"
 NS = "{urn:ietf:params:xml:ns:metalink}"
-
-
-def ndjson(r: httpx.Response) -> list[Any]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == STREAM
-    return [json.loads(line) for line in r.text.splitlines() if line.strip()]
-
-
-def assert_error(r: httpx.Response, status: int, cls: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.headers["ExceptionClass"] == cls
-    assert r.headers["ExceptionMessage"]
-    body = json.loads(r.content)
-    assert body["ExceptionClass"] == cls
-    return str(body["ExceptionMessage"])
-
-
-def post(api: TestClient, url: str, body: Any, **kw: Any) -> httpx.Response:
-    return api.post(url, content=json.dumps(body), **kw)
 
 
 def file_dict(name: str, data: bytes, **extra: Any) -> dict[str, Any]:

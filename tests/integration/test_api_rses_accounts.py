@@ -4,43 +4,18 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
 from starlette.testclient import TestClient
 
 from fedlake.bootstrap import Lake
+from tests.helpers import assert_error, ndjson, one, post
 
 SCOPE = "user.root"
 JSON = "application/json"
 STREAM = "application/x-json-stream"
 LOCAL = ["LOCAL-BUFFER", "LOCAL-DISK", "LOCAL-SAFE", "LOCAL-TAPE"]
-
-
-def ndjson(r: httpx.Response) -> list[Any]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == STREAM
-    return [json.loads(line) for line in r.text.splitlines() if line.strip()]
-
-
-def one(r: httpx.Response) -> Any:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == JSON
-    return r.json()
-
-
-def assert_error(r: httpx.Response, status: int, cls: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.headers["ExceptionClass"] == cls
-    assert r.headers["ExceptionMessage"]
-    body = json.loads(r.content)
-    assert body["ExceptionClass"] == cls
-    return str(body["ExceptionMessage"])
-
-
-def post(api: TestClient, url: str, body: Any = None, **kw: Any) -> httpx.Response:
-    return api.post(url, content=b"" if body is None else json.dumps(body), **kw)
 
 
 def rses(api: TestClient, expression: str) -> list[str]:

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from fedlake.bootstrap import Lake
 from fedlake.catalog.models import Lock, Rule
+from tests.helpers import assert_error, ndjson, one, post
 
 SCOPE = "user.root"
 JSON = "application/json"
@@ -48,31 +49,6 @@ RULE_SHOW_KEYS = {
     "child_rule_id",
 }
 RULE_KEYS = RULE_SHOW_KEYS | {"did_type", "stuck_at", "priority", "split_container", "meta"}
-
-
-def ndjson(r: httpx.Response) -> list[Any]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == STREAM
-    return [json.loads(line) for line in r.text.splitlines() if line.strip()]
-
-
-def one(r: httpx.Response) -> Any:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == JSON
-    return r.json()
-
-
-def assert_error(r: httpx.Response, status: int, cls: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.headers["ExceptionClass"] == cls
-    assert r.headers["ExceptionMessage"]
-    body = json.loads(r.content)
-    assert body["ExceptionClass"] == cls
-    return str(body["ExceptionMessage"])
-
-
-def post(api: TestClient, url: str, body: Any) -> httpx.Response:
-    return api.post(url, content=json.dumps(body))
 
 
 def register(api: TestClient, rse: str, name: str, nbytes: int = 10, state: str = "A") -> None:

@@ -20,7 +20,8 @@ from fedlake.catalog.dids import mark_deleted
 from fedlake.catalog.models import DID, DIDContent, DIDMeta, Lock, Replica, Rule, Scope
 from fedlake.server.app import create_app
 from fedlake.settings import Settings
-from tests.helpers import ROOT_PASSWORD
+from tests.helpers import ROOT_PASSWORD, post
+from tests.helpers import assert_error as api_error
 
 SCOPE = "user.root"
 
@@ -48,19 +49,10 @@ def counts(lake: Lake) -> dict[str, int]:
 
 
 def assert_error(r: httpx.Response, status: int, cls: str | None = None) -> str:
-    assert r.status_code == status, r.text
-    assert r.headers["ExceptionClass"]
-    assert r.headers["ExceptionMessage"]
-    body = json.loads(r.content)
-    assert body["ExceptionClass"] == r.headers["ExceptionClass"]
-    if cls is not None:
-        assert body["ExceptionClass"] == cls
-    assert len(body["ExceptionMessage"]) > 10
-    return str(body["ExceptionMessage"])
-
-
-def post(api: TestClient, url: str, body: Any) -> httpx.Response:
-    return api.post(url, content=json.dumps(body))
+    """The Rucio error format, with a message long enough to say what was wrong."""
+    message = api_error(r, status, cls)
+    assert len(message) > 10
+    return message
 
 
 def fdict(name: str, nbytes: int = 4, scope: str = SCOPE) -> dict[str, Any]:

@@ -22,13 +22,10 @@ from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import RSE, Event, Lock, Replica, Rule, RuleHistory
 from fedlake.domain.types import RuleGrouping, RuleNotification
 from fedlake.services.rules import targets_of
+from tests.helpers import assert_error, post
 
 SCOPE = "user.root"
 TWIN = "user.twin"
-
-
-def post(api: TestClient, url: str, body: Any) -> httpx.Response:
-    return api.post(url, content=json.dumps(body))
 
 
 def register(
@@ -71,12 +68,6 @@ def rule_ids(r: httpx.Response, n: int) -> list[str]:
     ids = r.json()
     assert isinstance(ids, list) and len(ids) == n and len(set(ids)) == n
     return [str(i) for i in ids]
-
-
-def assert_error(r: httpx.Response, status: int, cls: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.headers["ExceptionClass"] == cls
-    return str(r.json()["ExceptionMessage"])
 
 
 def rse_ids(lake: Lake) -> dict[str, str]:
