@@ -453,9 +453,15 @@ def test_metadata_bulk_set_and_delete(api: TestClient) -> None:
     r = post(
         api,
         "/dids/bulkmeta",
-        {"dids": [{"scope": SCOPE, "name": "mds"}], "inherit": False, "plugin": "JSON"},
+        {
+            "dids": [{"scope": SCOPE, "name": "mds"}, {"scope": SCOPE, "name": "never-made"}],
+            "inherit": False,
+            "plugin": "JSON",
+        },
     )
-    assert ndjson(r) == [{"run_number": 7, "campaign": "c1"}]
+    assert ndjson(r) == [{"run_number": 7, "campaign": "c1"}]  # missing DIDs are skipped
+    bad = {"dids": [{"scope": SCOPE, "name": "never-made"}], "plugin": "NOPE"}
+    assert_error(post(api, "/dids/bulkmeta", bad), 400, "UnsupportedMetadataPlugin")
 
 
 def test_erase_sets_expired_at_and_undo(api: TestClient) -> None:

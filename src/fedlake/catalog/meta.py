@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from fedlake.catalog._util import chunks, dumps, insert_rows, pairs_in
-from fedlake.catalog.dids import get_did, set_expiry
+from fedlake.catalog.dids import existing_dids, get_did, set_expiry
 from fedlake.catalog.models import DID, DIDMeta
 from fedlake.domain.errors import (
     DIDNotFound,
@@ -383,11 +383,13 @@ def get_meta(session: Session, scope: str, name: str, plugin: str = "DID_COLUMN"
 def get_meta_bulk(
     session: Session, keys: Sequence[tuple[str, str]], plugin: str = "DID_COLUMN"
 ) -> Iterator[dict[str, Any]]:
+    """Metadata of the DIDs of ``keys`` that exist (missing ones are skipped, as Rucio)."""
+    if (plugin or "DID_COLUMN").upper() not in PLUGINS:
+        raise UnsupportedMetadataPlugin(f"metadata plugin {plugin!r} does not exist; use {PLUGINS}")
+    found = existing_dids(session, keys)  # one query per batch, not one per missing name
     for scope, name in keys:
-        try:
+        if (scope, name) in found:
             yield get_meta(session, scope, name, plugin)
-        except DIDNotFound:
-            continue
 
 
 # --- search ------------------------------------------------------------------------------
