@@ -21,6 +21,8 @@ __all__ = [
     "JSON",
     "STREAM",
     "body_json",
+    "body_object",
+    "body_value",
     "caller",
     "dumps",
     "json_response",
@@ -108,6 +110,22 @@ async def body_json(request: Request, *, required: bool = True) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON body: {exc}") from None
+
+
+async def body_object(request: Request, *, required: bool = True) -> dict[str, Any]:
+    """The body as a JSON object (``{}`` when optional and empty)."""
+    body = await body_json(request, required=required) or {}
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
+
+
+async def body_value(request: Request) -> Any:
+    """The ``value`` of a ``{"value": ...}`` body (attributes, one metadata key)."""
+    body = await body_json(request)
+    if not isinstance(body, dict) or "value" not in body:
+        raise InvalidInput('the body must be {"value": ...}')
+    return body["value"]
 
 
 async def threaded(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -8,7 +8,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from fedlake.domain.errors import InvalidInput, ScopeNotFound
-from fedlake.server.http import body_json, caller, json_response, lake, stream_response, threaded
+from fedlake.server.http import (
+    body_json,
+    body_object,
+    body_value,
+    caller,
+    json_response,
+    lake,
+    stream_response,
+    threaded,
+)
 from fedlake.services import accounts as svc
 from fedlake.services import rules as rule_svc
 
@@ -82,10 +91,8 @@ async def account_attributes(request: Request, account: str) -> Response:
 @router.post("/accounts/{account}/attr/{key}")
 async def set_account_attribute(request: Request, account: str, key: str) -> Response:
     c = await caller(request)
-    body = await body_json(request)
-    if not isinstance(body, dict) or "value" not in body:
-        raise InvalidInput('the body must be {"value": ...}')
-    await threaded(svc.set_attribute, lake(request), c, account, key, body["value"])
+    value = await body_value(request)
+    await threaded(svc.set_attribute, lake(request), c, account, key, value)
     return Response("Created", status_code=201)
 
 
@@ -105,9 +112,7 @@ async def identities(request: Request, account: str) -> Response:
 @router.post("/accounts/{account}/identities")
 async def add_identity(request: Request, account: str) -> Response:
     c = await caller(request)
-    body = await body_json(request)
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
+    body = await body_object(request)
     await threaded(
         svc.add_identity,
         lake(request),

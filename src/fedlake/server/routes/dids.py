@@ -7,7 +7,6 @@ is refused with a clear message instead of being routed elsewhere.
 from __future__ import annotations
 
 from asyncio import wrap_future
-from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -17,6 +16,8 @@ from fedlake.domain.names import validate_did_name, validate_scope
 from fedlake.expressions.did_filters import parse_query
 from fedlake.server.http import (
     body_json,
+    body_object,
+    body_value,
     caller,
     json_response,
     lake,
@@ -112,13 +113,6 @@ async def _search(request: Request, scope: str) -> Response:
     )
 
 
-async def _obj(request: Request, required: bool = True) -> dict[str, Any]:
-    body = await body_json(request, required=required) or {}
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return body
-
-
 @router.post("/dids")
 @router.post("/dids/")
 async def add_dids_bulk(request: Request) -> Response:
@@ -136,7 +130,7 @@ async def post_dids(request: Request, rest: str) -> Response:
     lk = lake(request)
     segs = path_segments(request, "/dids/")
     if segs == ["attachments"]:
-        body = await _obj(request)
+        body = await body_object(request)
         await threaded(
             svc.attach_bulk,
             lk,
@@ -146,22 +140,22 @@ async def post_dids(request: Request, rest: str) -> Response:
         )
         return Response("Created", status_code=201)
     if segs == ["bulkmeta"]:
-        body = await _obj(request)
+        body = await body_object(request)
         return stream_response(
             await threaded(svc.bulk_meta, lk, body.get("dids"), body.get("plugin"))
         )
     if segs == ["bulkdidsmeta"]:
-        body = await _obj(request)
+        body = await body_object(request)
         await threaded(svc.set_meta_bulk, lk, c, body.get("dids"))
         return Response("Created", status_code=201)
     scope, name, suffix = _split(request)
     if suffix == "":
-        body = await _obj(request, required=False)
+        body = await body_object(request, required=False)
         item = dict(body, scope=scope, name=name)
         await threaded(svc.add_dids, lk, c, [item])
         return Response("Created", status_code=201)
     if suffix == "dids":
-        body = await _obj(request)
+        body = await body_object(request)
         await threaded(
             svc.attach,
             lk,
@@ -173,16 +167,14 @@ async def post_dids(request: Request, rest: str) -> Response:
         )
         return Response("Created", status_code=201)
     if suffix == "meta":
-        body = await _obj(request)
+        body = await body_object(request)
         await wrap_future(svc.submit_set_meta(lk, c, scope, name, body.get("meta")))
         return Response("Created", status_code=201)
     if suffix.startswith("meta/"):
         key = suffix[len("meta/") :]
-        body = await _obj(request)
-        if "value" not in body:
-            raise InvalidInput('the body must be {"value": ...}')
+        value = await body_value(request)
         # group commit: concurrent calls (one per DID, as rucio's set_metadata) share commits
-        await wrap_future(svc.submit_set_meta(lk, c, scope, name, {key: body["value"]}))
+        await wrap_future(svc.submit_set_meta(lk, c, scope, name, {key: value}))
         return Response("Created", status_code=201)
     raise NotFound(f"no POST operation {suffix!r} on DIDs")
 
@@ -193,7 +185,7 @@ async def put_dids(request: Request, rest: str) -> Response:
     scope, name, suffix = _split(request)
     if suffix != "status":
         raise NotFound(f"no PUT operation {suffix!r} on DIDs")
-    await threaded(svc.set_status, lake(request), c, scope, name, await _obj(request))
+    await threaded(svc.set_status, lake(request), c, scope, name, await body_object(request))
     return Response(status_code=200)
 
 
@@ -203,7 +195,7 @@ async def delete_dids(request: Request, rest: str) -> Response:
     lk = lake(request)
     scope, name, suffix = _split(request)
     if suffix == "dids":
-        body = await _obj(request)
+        body = await body_object(request)
         await threaded(svc.detach, lk, c, scope, name, body.get("dids"))
         return Response(status_code=200)
     if suffix == "meta":

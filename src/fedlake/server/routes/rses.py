@@ -6,7 +6,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from fedlake.domain.errors import InvalidInput
-from fedlake.server.http import body_json, caller, json_response, lake, stream_response, threaded
+from fedlake.server.http import (
+    body_object,
+    body_value,
+    caller,
+    json_response,
+    lake,
+    stream_response,
+    threaded,
+)
 from fedlake.services import rses as svc
 
 router = APIRouter(tags=["rses"])
@@ -26,24 +34,17 @@ async def get_rse(request: Request, rse: str) -> Response:
     return json_response(await threaded(svc.get_rse, lake(request), rse))
 
 
-async def _object(request: Request, required: bool = True) -> dict[str, object]:
-    body = await body_json(request, required=required) or {}
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return body
-
-
 @router.post("/rses/{rse}")
 async def add_rse(request: Request, rse: str) -> Response:
     c = await caller(request)
-    await threaded(svc.add_rse, lake(request), c, rse, await _object(request, required=False))
+    await threaded(svc.add_rse, lake(request), c, rse, await body_object(request, required=False))
     return Response("Created", status_code=201)
 
 
 @router.put("/rses/{rse}")
 async def update_rse(request: Request, rse: str) -> Response:
     c = await caller(request)
-    await threaded(svc.update_rse, lake(request), c, rse, await _object(request))
+    await threaded(svc.update_rse, lake(request), c, rse, await body_object(request))
     return Response("Created", status_code=201)
 
 
@@ -57,10 +58,8 @@ async def rse_attributes(request: Request, rse: str) -> Response:
 @router.post("/rses/{rse}/attr/{key}")
 async def set_rse_attribute(request: Request, rse: str, key: str) -> Response:
     c = await caller(request)
-    body = await _object(request)
-    if "value" not in body:
-        raise InvalidInput('the body must be {"value": ...}')
-    await threaded(svc.set_attribute, lake(request), c, rse, key, body["value"])
+    value = await body_value(request)
+    await threaded(svc.set_attribute, lake(request), c, rse, key, value)
     return Response("Created", status_code=201)
 
 
@@ -89,7 +88,7 @@ async def protocol_settings(request: Request, rse: str, scheme: str) -> Response
 @router.post("/rses/{rse}/protocols/{scheme}")
 async def add_protocol(request: Request, rse: str, scheme: str) -> Response:
     c = await caller(request)
-    spec = await _object(request)
+    spec = await body_object(request)
     spec["scheme"] = scheme
     await threaded(svc.add_protocol, lake(request), c, rse, spec)
     return Response("Created", status_code=201)
@@ -131,7 +130,7 @@ async def usage(request: Request, rse: str) -> Response:
 @router.put("/rses/{rse}/usage")
 async def set_usage(request: Request, rse: str) -> Response:
     c = await caller(request)
-    await threaded(svc.set_usage, lake(request), c, rse, await _object(request))
+    await threaded(svc.set_usage, lake(request), c, rse, await body_object(request))
     return Response(status_code=200)
 
 
@@ -144,7 +143,7 @@ async def limits(request: Request, rse: str) -> Response:
 @router.put("/rses/{rse}/limits")
 async def set_limits(request: Request, rse: str) -> Response:
     c = await caller(request)
-    body = await _object(request)
+    body = await body_object(request)
     for name, value in body.items():
         await threaded(svc.set_limit, lake(request), c, rse, name, value)
     return Response(status_code=200)
