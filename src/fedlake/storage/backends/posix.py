@@ -107,6 +107,9 @@ class PosixStorage(Storage):
     def listdir(self, url: str) -> list[str]:
         return sorted(p.name for p in local_path(url).iterdir() if not is_temporary(p.name))
 
+    def mkdir(self, url: str) -> None:
+        local_path(url).mkdir(parents=True, exist_ok=True)
+
 
 def _verify(expected: Digest | None, got: Digest, where: str) -> None:
     if expected is None:

@@ -298,3 +298,38 @@ class StorageConformance:
             target.put(name)
         assert target.storage.listdir(target.dir_url) == ["a.dat", "b.dat", "c"]
         assert target.storage.listdir(target.dir_url + "/") == ["a.dat", "b.dat", "c"]
+
+    def test_listdir_of_a_missing_directory(self, target: Target) -> None:
+        target.put("sibling")
+        with pytest.raises(FileNotFoundError):
+            target.storage.listdir(target.url("no-such-dir"))
+
+    def test_mkdir(self, target: Target) -> None:
+        target.storage.mkdir(target.url("m/n"))
+        target.storage.mkdir(target.url("m/n"))  # again: no error
+        url = target.url("m/n/f.dat")
+        target.storage.write(url, [b"in a made directory"])
+        assert target.storage.listdir(target.url("m/n")) == ["f.dat"]
+
+    # --- checksums -----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("algorithm", ["adler32", "md5"])
+    def test_checksum(self, target: Target, algorithm: str) -> None:
+        url = target.put("sum.dat")
+        want = digest_of(DATA)
+        assert target.storage.checksum(url, algorithm) == getattr(want, algorithm)
+
+    def test_checksum_of_an_empty_file(self, target: Target) -> None:
+        url = target.url("empty.dat")
+        target.storage.write(url, iter([]))
+        assert target.storage.checksum(url, "adler32") == "00000001"
+
+    def test_checksum_of_a_missing_file(self, target: Target) -> None:
+        target.put("sibling")
+        with pytest.raises(FileNotFoundError):
+            target.storage.checksum(target.url("missing.dat"), "adler32")
+
+    def test_checksum_unknown_algorithm(self, target: Target) -> None:
+        url = target.put("sum.dat")
+        with pytest.raises(ValueError, match="unknown checksum algorithm"):
+            target.storage.checksum(url, "sha1")
