@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -39,6 +40,7 @@ __all__ = [
     "Identity",
     "Lock",
     "RSEAttribute",
+    "RSEDistance",
     "RSELimit",
     "RSEProtocol",
     "RSEUsage",
@@ -47,6 +49,10 @@ __all__ = [
     "RuleHistory",
     "Scope",
     "SigningKey",
+    "TransferAttempt",
+    "TransferLink",
+    "TransferRequest",
+    "TransferShare",
 ]
 
 NAME = 255
@@ -406,3 +412,126 @@ class SigningKey(Base):
     private_jwk: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     retired_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+_ID = BigInteger().with_variant(Integer, "sqlite")
+ACTIVE_REQUEST = "state IN ('QUEUED', 'SUBMITTED', 'WAITING')"
+
+
+class TransferRequest(Base):
+    """Copy one file to one RSE. At most one active request per (file, destination).
+
+    ``lease_owner``/``lease_expires``: the worker running it; an expired lease means the
+    worker died and the request may be claimed again (fencing: completions check owner).
+    """
+
+    __tablename__ = "transfer_requests"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(SCOPE))
+    name: Mapped[str] = mapped_column(String(NAME))
+    dest_rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id"))
+    rule_id: Mapped[str | None] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(ACCOUNT))
+    activity: Mapped[str] = mapped_column(String(50), default="default")
+    priority: Mapped[int] = mapped_column(Integer, default=3)
+    state: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    adler32: Mapped[str | None] = mapped_column(String(8))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    source_rse_id: Mapped[str | None] = mapped_column(String(32))
+    source_rse_expression: Mapped[str | None] = mapped_column(String(500))
+    excluded_sources: Mapped[str | None] = mapped_column(Text)  # JSON list of RSE ids
+    verify_source: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    not_before: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    __table_args__ = (
+        ForeignKeyConstraint(["scope", "name"], ["dids.scope", "dids.name"]),
+        Index("transfer_requests_queue_idx", "state", "not_before", "priority"),
+        Index("transfer_requests_did_idx", "scope", "name"),
+        Index("transfer_requests_rule_idx", "rule_id"),
+        Index("transfer_requests_lease_idx", "lease_owner"),
+        Index(
+            "transfer_requests_active_uq",
+            "scope",
+            "name",
+            "dest_rse_id",
+            unique=True,
+            sqlite_where=text(ACTIVE_REQUEST),
+            postgresql_where=text(ACTIVE_REQUEST),
+        ),
+    )
+
+
+class TransferAttempt(Base):
+    """One try of a request: where from, by whom, how long, and how it ended."""
+
+    __tablename__ = "transfer_attempts"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("transfer_requests.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    source_rse_id: Mapped[str | None] = mapped_column(String(32))
+    dest_rse_id: Mapped[str] = mapped_column(String(32))
+    worker: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # DONE | FAILED | WAITING
+    error: Mapped[str | None] = mapped_column(Text)
+    recoverable: Mapped[bool | None] = mapped_column(Boolean)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Double, default=0.0)
+    tpc: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime] = mapped_column(DateTime)
+    __table_args__ = (
+        Index("transfer_attempts_request_idx", "request_id"),
+        Index("transfer_attempts_link_idx", "source_rse_id", "dest_rse_id", "finished_at"),
+    )
+
+
+class TransferLink(Base):
+    """A source→destination link: its configured limit and the optimizer's decision."""
+
+    __tablename__ = "transfer_links"
+    source_rse_id: Mapped[str] = mapped_column(
+        ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True
+    )
+    dest_rse_id: Mapped[str] = mapped_column(
+        ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_active: Mapped[int | None] = mapped_column(Integer)  # None: no link limit
+    optimizer: Mapped[bool] = mapped_column(Boolean, default=True)
+    optimal_active: Mapped[int] = mapped_column(Integer, default=8)
+    throughput: Mapped[float] = mapped_column(Double, default=0.0)  # bytes/s, last window
+    files_per_second: Mapped[float] = mapped_column(Double, default=0.0)
+    success_rate: Mapped[float] = mapped_column(Double, default=1.0)
+    decision: Mapped[str | None] = mapped_column(String(255))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+
+
+class TransferShare(Base):
+    """Relative weight of an activity when the queue holds more work than free slots."""
+
+    __tablename__ = "transfer_shares"
+    activity: Mapped[str] = mapped_column(String(50), primary_key=True)
+    weight: Mapped[float] = mapped_column(Double)
+
+
+class RSEDistance(Base):
+    """How far a destination is from a source (lower is nearer; Rucio's ``distances``)."""
+
+    __tablename__ = "rse_distances"
+    source_rse_id: Mapped[str] = mapped_column(
+        ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True
+    )
+    dest_rse_id: Mapped[str] = mapped_column(
+        ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True
+    )
+    distance: Mapped[int] = mapped_column(Integer)

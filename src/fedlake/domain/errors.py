@@ -54,6 +54,7 @@ __all__ = [
     "RSENotFound",
     "RangeNotSatisfiable",
     "ReplicaNotFound",
+    "RequestNotFound",
     "RequestTooLarge",
     "RuleNotFound",
     "ScopeNotFound",
@@ -182,6 +183,10 @@ class ReplicaNotFound(NotFound):
 
 class RuleNotFound(NotFound):
     rucio_class = "RuleNotFound"
+
+
+class RequestNotFound(NotFound):
+    rucio_class = "RequestNotFound"
 
 
 class KeyNotFound(NotFound):

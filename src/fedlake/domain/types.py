@@ -16,6 +16,7 @@ __all__ = [
     "LockState",
     "RSEType",
     "ReplicaState",
+    "RequestState",
     "RuleGrouping",
     "RuleNotification",
     "RuleState",
@@ -108,6 +109,38 @@ class LockState(_LakeEnum):
     @classmethod
     def _codes(cls) -> dict[str, str]:
         return {"O": "OK", "R": "REPLICATING", "S": "STUCK"}
+
+
+class RequestState(_LakeEnum):
+    """A transfer request's life: QUEUED → SUBMITTED → DONE / FAILED.
+
+    WAITING: the source is on tape and being staged. NO_SOURCES: no replica can be read.
+    CANCELLED: stopped by an operator.
+    """
+
+    QUEUED = "QUEUED"
+    SUBMITTED = "SUBMITTED"
+    WAITING = "WAITING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    NO_SOURCES = "NO_SOURCES"
+    CANCELLED = "CANCELLED"
+
+    @classmethod
+    def _codes(cls) -> dict[str, str]:
+        return {
+            "Q": "QUEUED",
+            "S": "SUBMITTED",
+            "W": "WAITING",
+            "D": "DONE",
+            "F": "FAILED",
+            "N": "NO_SOURCES",
+            "C": "CANCELLED",
+        }
+
+    @property
+    def active(self) -> bool:
+        return self in (RequestState.QUEUED, RequestState.SUBMITTED, RequestState.WAITING)
 
 
 class RuleGrouping(_LakeEnum):

@@ -14,6 +14,7 @@ from fedlake.catalog import dids as did_core
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import rule_bulk
 from fedlake.catalog import rules as core
+from fedlake.catalog import transfers as transfer_core
 from fedlake.catalog.accounts import get_account
 from fedlake.catalog.models import DID, RSE
 from fedlake.domain.errors import AccessDenied, InvalidInput, InvalidReplicationRule
@@ -139,7 +140,13 @@ def add_rules_in(s: Session, caller: Caller, body: dict[str, Any]) -> list[str]:
                 validate_did_name(req_str(d, "name", "DID")),
             )
         )
-    return rule_bulk.add_rules(s, spec, keys)
+    ids = rule_bulk.add_rules(s, spec, keys)
+    # every REPLICATING lock gets its transfer request in the same transaction
+    if transfer_core.queue_for_rules(s, ids, None):
+        from fedlake.services.transfers import poke_after_commit
+
+        poke_after_commit(s)
+    return ids
 
 
 def add_rules(lake: Lake, caller: Caller, body: Any) -> list[str]:

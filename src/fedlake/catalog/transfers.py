@@ -1,0 +1,993 @@
+"""Transfer requests in the catalogue: queue, claim with leases, complete, inspect.
+
+Claiming and completing are set-based (a few statements per batch, whatever its size) so a
+worker keeps thousands of small files per second moving. Completions are fenced: a worker
+may only finish the requests it still holds (``lease_owner``), so a request taken over
+after its lease expired is never finished twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from fedlake.catalog import events
+from fedlake.catalog import rules as rule_core
+from fedlake.catalog._util import chunks, pairs_in
+from fedlake.catalog.models import (
+    DID,
+    RSE,
+    Lock,
+    Replica,
+    RSEDistance,
+    TransferAttempt,
+    TransferLink,
+    TransferRequest,
+    TransferShare,
+)
+from fedlake.domain.errors import InvalidInput, RequestNotFound
+from fedlake.domain.timefmt import utcnow
+from fedlake.domain.types import DIDType, LockState, ReplicaState, RequestState
+
+__all__ = [
+    "ACTIVE",
+    "Claimed",
+    "NewRequest",
+    "Outcome",
+    "active_counts",
+    "cancel",
+    "candidates",
+    "complete",
+    "distances",
+    "expired",
+    "get_request",
+    "links",
+    "list_requests",
+    "mark_submitted",
+    "queue_for_rules",
+    "queue_requests",
+    "release",
+    "renew",
+    "request_dict",
+    "retry",
+    "shares",
+    "sources_of",
+]
+
+ACTIVE = (RequestState.QUEUED.value, RequestState.SUBMITTED.value, RequestState.WAITING.value)
+_Q, _S, _W = ACTIVE
+_DONE, _FAILED = RequestState.DONE.value, RequestState.FAILED.value
+_NOTIFY = "fedlake_transfers"
+_ATTEMPT_STATE = {"done": "DONE", "waiting": "WAITING"}
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    scope: str
+    name: str
+    dest_rse_id: str
+    account: str
+    activity: str = "default"
+    priority: int = 3
+    rule_id: str | None = None
+    source_rse_expression: str | None = None
+    verify_source: bool = False
+    max_attempts: int = 5
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A request a worker holds, with what it needs to run it."""
+
+    id: int
+    scope: str
+    name: str
+    dest_rse_id: str
+    bytes: int
+    adler32: str | None
+    md5: str | None
+    attempt: int
+    max_attempts: int
+    activity: str
+    priority: int
+    verify_source: bool
+    state: str  # the state it was claimed from (QUEUED, WAITING or an expired SUBMITTED)
+    excluded: list[str] = field(default_factory=list)
+    source_rse_id: str | None = None
+    source_rse_expression: str | None = None
+    source_path: str | None = None  # stored path of the source replica (non-deterministic)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended. ``kind``: done, retry, exclude_source, failed, waiting."""
+
+    request_id: int
+    kind: str
+    source_rse_id: str | None
+    dest_rse_id: str
+    scope: str
+    name: str
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None
+    recoverable: bool | None = None
+    bytes: int = 0
+    seconds: float = 0.0
+    tpc: bool = False
+    not_before: datetime | None = None
+    dest_path: str | None = None  # stored for non-deterministic destinations
+    mark_source_bad: bool = False
+    digest: tuple[int, str | None, str | None] | None = None  # bytes, adler32, md5 seen
+
+
+# --- queueing ----------------------------------------------------------------------------
+
+
+def _insert_ignoring_active(session: Session) -> Any:
+    """INSERT that skips a file already having an active request to the same RSE."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(TransferRequest).on_conflict_do_nothing()
+    return sqlite_insert(TransferRequest).prefix_with("OR IGNORE")
+
+
+def _notify(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"NOTIFY {_NOTIFY}"))
+
+
+def queue_requests(session: Session, items: Sequence[NewRequest]) -> list[int]:
+    """Queue copies of files; returns each item's request id (an existing active one
+    is reused). Unknown files and collections are refused."""
+    if not items:
+        return []
+    keys = sorted({(i.scope, i.name) for i in items})
+    found: dict[tuple[str, str], tuple[str, int | None, str | None, str | None]] = {}
+    for batch in chunks(keys):
+        for s, n, t, b, a, m in session.execute(
+            select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
+                pairs_in(DID.scope, DID.name, batch)
+            )
+        ):
+            found[(s, n)] = (t, b, a, m)
+    for i in items:
+        got = found.get((i.scope, i.name))
+        if got is None:
+            raise InvalidInput(f"{i.scope}:{i.name} does not exist; register it first")
+        if got[0] != DIDType.FILE.value:
+            raise InvalidInput(f"{i.scope}:{i.name} is a {got[0]}; transfers copy files")
+        if got[1] is None:
+            raise InvalidInput(f"{i.scope}:{i.name} has no size; it cannot be transferred")
+    now = utcnow()
+    rows = [
+        {
+            "scope": i.scope,
+            "name": i.name,
+            "dest_rse_id": i.dest_rse_id,
+            "rule_id": i.rule_id,
+            "account": i.account,
+            "activity": i.activity,
+            "priority": i.priority,
+            "state": _Q,
+            "bytes": found[(i.scope, i.name)][1],
+            "adler32": found[(i.scope, i.name)][2],
+            "md5": found[(i.scope, i.name)][3],
+            "source_rse_expression": i.source_rse_expression,
+            "verify_source": i.verify_source,
+            "attempt": 0,
+            "max_attempts": i.max_attempts,
+            "not_before": now,
+            "bytes_done": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in items
+    ]
+    session.execute(_insert_ignoring_active(session), rows)
+    ids: list[int] = []
+    for i in items:
+        rid = session.scalar(
+            select(TransferRequest.id).where(
+                TransferRequest.scope == i.scope,
+                TransferRequest.name == i.name,
+                TransferRequest.dest_rse_id == i.dest_rse_id,
+                TransferRequest.state.in_(ACTIVE),
+            )
+        )
+        assert rid is not None
+        ids.append(rid)
+    events.emit_many(
+        session,
+        "transfer-queued",
+        [
+            {"request_id": r, "scope": i.scope, "name": i.name}
+            for r, i in zip(ids, items, strict=True)
+        ],
+    )
+    _notify(session)
+    return ids
+
+
+def queue_for_rules(session: Session, rule_ids: Sequence[str], activity: str | None) -> int:
+    """Queue a request for every REPLICATING lock of these rules that has none yet."""
+    if not rule_ids:
+        return 0
+    now = utcnow()
+    from fedlake.catalog.models import Rule
+
+    sel = (
+        select(
+            Lock.scope,
+            Lock.name,
+            Lock.rse_id,
+            Lock.rule_id,
+            Rule.account,
+            func.coalesce(activity, Rule.activity),
+            Rule.priority,
+            literal(_Q),
+            DID.bytes,
+            DID.adler32,
+            DID.md5,
+            Rule.source_replica_expression,
+            literal(now, DateTime),
+            literal(now, DateTime),
+            literal(now, DateTime),
+        )
+        .join(Rule, Rule.id == Lock.rule_id)
+        .join(DID, and_(DID.scope == Lock.scope, DID.name == Lock.name))
+        .where(Lock.rule_id.in_(rule_ids), Lock.state == LockState.REPLICATING.value)
+    )
+    cols = [
+        "scope",
+        "name",
+        "dest_rse_id",
+        "rule_id",
+        "account",
+        "activity",
+        "priority",
+        "state",
+        "bytes",
+        "adler32",
+        "md5",
+        "source_rse_expression",
+        "not_before",
+        "created_at",
+        "updated_at",
+    ]
+    stmt = _insert_ignoring_active(session).from_select(cols, sel)
+    result = session.execute(stmt)
+    n = int(getattr(result, "rowcount", 0) or 0)
+    if n:
+        events.emit(session, "transfer-queued", {"rule_ids": list(rule_ids), "requests": n})
+        _notify(session)
+    return n
+
+
+# --- claiming ----------------------------------------------------------------------------
+
+
+def serialize_claims(session: Session) -> None:
+    """Claims of all workers run one at a time (limits stay exact); cheap and short."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(7351001)"))
+
+
+def active_counts(session: Session, now: datetime) -> dict[tuple[str, str], int]:
+    """Requests running now per (source, destination) link."""
+    rows = session.execute(
+        select(TransferRequest.source_rse_id, TransferRequest.dest_rse_id, func.count())
+        .where(TransferRequest.state == _S, TransferRequest.lease_expires >= now)
+        .group_by(TransferRequest.source_rse_id, TransferRequest.dest_rse_id)
+    )
+    return {(s or "", d): n for s, d, n in rows}
+
+
+_CLAIM_COLS = (
+    TransferRequest.id,
+    TransferRequest.scope,
+    TransferRequest.name,
+    TransferRequest.dest_rse_id,
+    TransferRequest.bytes,
+    TransferRequest.adler32,
+    TransferRequest.md5,
+    TransferRequest.attempt,
+    TransferRequest.max_attempts,
+    TransferRequest.activity,
+    TransferRequest.priority,
+    TransferRequest.verify_source,
+    TransferRequest.state,
+    TransferRequest.excluded_sources,
+    TransferRequest.source_rse_expression,
+)
+
+
+def _claimed(row: Any) -> Claimed:
+    return Claimed(
+        id=row[0],
+        scope=row[1],
+        name=row[2],
+        dest_rse_id=row[3],
+        bytes=row[4],
+        adler32=row[5],
+        md5=row[6],
+        attempt=row[7],
+        max_attempts=row[8],
+        activity=row[9],
+        priority=row[10],
+        verify_source=bool(row[11]),
+        state=row[12],
+        excluded=json.loads(row[13]) if row[13] else [],
+        source_rse_expression=row[14],
+    )
+
+
+def _lock_rows(session: Session, q: Any) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return q.with_for_update(skip_locked=True)
+    return q
+
+
+def expired(session: Session, now: datetime, limit: int) -> list[Claimed]:
+    """SUBMITTED requests whose worker's lease ran out (the worker died or hung)."""
+    q = (
+        select(*_CLAIM_COLS)
+        .where(TransferRequest.state == _S, TransferRequest.lease_expires < now)
+        .limit(limit)
+    )
+    return [_claimed(r) for r in session.execute(_lock_rows(session, q))]
+
+
+def candidates(
+    session: Session, now: datetime, limit: int, activity: str | None = None
+) -> list[Claimed]:
+    """Runnable requests, most urgent first: due WAITING (staging), then due QUEUED."""
+    out: list[Claimed] = []
+    for state in (_W, _Q):
+        if len(out) >= limit:
+            break
+        q = (
+            select(*_CLAIM_COLS)
+            .where(TransferRequest.state == state, TransferRequest.not_before <= now)
+            .order_by(TransferRequest.priority.desc(), TransferRequest.id)
+            .limit(limit - len(out))
+        )
+        if activity is not None:
+            q = q.where(TransferRequest.activity == activity)
+        out.extend(_claimed(r) for r in session.execute(_lock_rows(session, q)))
+    return out
+
+
+def queued_activities(session: Session, now: datetime) -> list[str]:
+    return list(
+        session.scalars(
+            select(TransferRequest.activity)
+            .where(TransferRequest.state == _Q, TransferRequest.not_before <= now)
+            .distinct()
+        )
+    )
+
+
+def sources_of(
+    session: Session, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[tuple[str, str | None]]]:
+    """AVAILABLE replicas of these files: (RSE id, stored path) per file."""
+    out: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+    for batch in chunks(sorted(set(keys))):
+        for rse_id, s, n, path in session.execute(
+            select(Replica.rse_id, Replica.scope, Replica.name, Replica.path).where(
+                pairs_in(Replica.scope, Replica.name, batch),
+                Replica.state == ReplicaState.AVAILABLE.value,
+            )
+        ):
+            out.setdefault((s, n), []).append((rse_id, path))
+    return out
+
+
+def mark_submitted(
+    session: Session, owner: str, claimed: Sequence[Claimed], now: datetime, lease: float
+) -> None:
+    if not claimed:
+        return
+    expires = now + timedelta(seconds=lease)
+    session.connection().execute(
+        update(TransferRequest.__table__)  # type: ignore[arg-type]
+        .where(TransferRequest.__table__.c.id == bindparam("rid"))
+        .values(
+            state=_S,
+            source_rse_id=bindparam("src"),
+            attempt=bindparam("att"),
+            lease_owner=owner,
+            lease_expires=expires,
+            submitted_at=now,
+            updated_at=now,
+        ),
+        [{"rid": c.id, "src": c.source_rse_id, "att": c.attempt} for c in claimed],
+    )
+    events.emit_many(
+        session,
+        "transfer-submitted",
+        [
+            {"request_id": c.id, "scope": c.scope, "name": c.name, "attempt": c.attempt}
+            for c in claimed
+        ],
+    )
+
+
+def mark_no_sources(
+    session: Session,
+    claimed: Sequence[Claimed],
+    now: datetime,
+    *,
+    state: str = RequestState.NO_SOURCES.value,
+    reason: str = "no available replica can serve as source",
+) -> None:
+    """Requests that cannot run at all: terminal (NO_SOURCES or FAILED); locks get STUCK."""
+    if not claimed:
+        return
+    ids = [c.id for c in claimed]
+    session.execute(
+        update(TransferRequest)
+        .where(TransferRequest.id.in_(ids))
+        .values(
+            state=state,
+            error=reason,
+            finished_at=now,
+            updated_at=now,
+            lease_owner=None,
+            lease_expires=None,
+        )
+    )
+    _stick_locks(session, [(c.dest_rse_id, c.scope, c.name) for c in claimed])
+    events.emit_many(
+        session,
+        "transfer-failed",
+        [{"request_id": c.id, "scope": c.scope, "name": c.name, "reason": reason} for c in claimed],
+    )
+
+
+# --- leases ------------------------------------------------------------------------------
+
+
+def renew(session: Session, owner: str, lease: float) -> int:
+    now = utcnow()
+    result = session.execute(
+        update(TransferRequest)
+        .where(TransferRequest.lease_owner == owner, TransferRequest.state == _S)
+        .values(lease_expires=now + timedelta(seconds=lease))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def release(session: Session, owner: str, ids: Sequence[int] | None = None) -> int:
+    """Give requests back to the queue (a worker stopping cleanly)."""
+    cond = [TransferRequest.lease_owner == owner, TransferRequest.state == _S]
+    if ids is not None:
+        cond.append(TransferRequest.id.in_(list(ids)))
+    result = session.execute(
+        update(TransferRequest)
+        .where(*cond)
+        .values(
+            state=_Q,
+            lease_owner=None,
+            lease_expires=None,
+            attempt=TransferRequest.attempt - 1,
+            updated_at=utcnow(),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- completion --------------------------------------------------------------------------
+
+
+def _owned(session: Session, owner: str, ids: list[int]) -> set[int]:
+    q = select(TransferRequest.id).where(
+        TransferRequest.id.in_(ids),
+        TransferRequest.lease_owner == owner,
+        TransferRequest.state == _S,
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return set(session.scalars(q))
+
+
+def complete(session: Session, owner: str, outcomes: Sequence[Outcome]) -> list[int]:
+    """Record attempts and move requests on; returns the ids this worker still held
+    (the others were taken over after an expired lease: their outcome is dropped)."""
+    if not outcomes:
+        return []
+    owned = _owned(session, owner, [o.request_id for o in outcomes])
+    mine = [o for o in outcomes if o.request_id in owned]
+    if not mine:
+        return []
+    now = utcnow()
+    conn = session.connection()
+    t = TransferRequest.__table__
+    session.execute(
+        insert(TransferAttempt),
+        [
+            {
+                "request_id": o.request_id,
+                "attempt": o.attempt,
+                "source_rse_id": o.source_rse_id,
+                "dest_rse_id": o.dest_rse_id,
+                "worker": owner,
+                "state": "DONE"
+                if o.kind == "done"
+                else ("WAITING" if o.kind == "waiting" else "FAILED"),
+                "error": o.error,
+                "recoverable": o.recoverable,
+                "bytes": o.bytes,
+                "seconds": o.seconds,
+                "tpc": o.tpc,
+                "started_at": o.started_at,
+                "finished_at": o.finished_at,
+            }
+            for o in mine
+        ],
+    )
+    by_kind: dict[str, list[Outcome]] = {}
+    for o in mine:
+        by_kind.setdefault(o.kind, []).append(o)
+    done = by_kind.get("done", [])
+    if done:
+        conn.execute(
+            update(t)  # type: ignore[arg-type]
+            .where(t.c.id == bindparam("rid"))
+            .values(
+                state=_DONE,
+                lease_owner=None,
+                lease_expires=None,
+                error=None,
+                bytes_done=bindparam("b"),
+                finished_at=now,
+                updated_at=now,
+            ),
+            [{"rid": o.request_id, "b": o.bytes} for o in done],
+        )
+        _replicas_available(session, done, now)
+        events.emit_many(
+            session,
+            "transfer-done",
+            [
+                {
+                    "request_id": o.request_id,
+                    "scope": o.scope,
+                    "name": o.name,
+                    "bytes": o.bytes,
+                    "seconds": round(o.seconds, 6),
+                }
+                for o in done
+            ],
+        )
+    again = (
+        by_kind.get("retry", []) + by_kind.get("exclude_source", []) + by_kind.get("waiting", [])
+    )
+    if again:
+        excluded = _excluded_after(session, by_kind.get("exclude_source", []))
+        conn.execute(
+            update(t)  # type: ignore[arg-type]
+            .where(t.c.id == bindparam("rid"))
+            .values(
+                state=bindparam("st"),
+                lease_owner=None,
+                lease_expires=None,
+                error=bindparam("err"),
+                not_before=bindparam("nb"),
+                attempt=bindparam("att"),
+                excluded_sources=bindparam("ex"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "rid": o.request_id,
+                    "st": _W if o.kind == "waiting" else _Q,
+                    "err": o.error,
+                    "nb": o.not_before or now,
+                    # staging polls are not failed attempts
+                    "att": o.attempt - 1 if o.kind == "waiting" else o.attempt,
+                    "ex": excluded.get(o.request_id),
+                }
+                for o in again
+            ],
+        )
+        bad = [
+            o for o in by_kind.get("exclude_source", []) if o.mark_source_bad and o.source_rse_id
+        ]
+        for o in bad:
+            session.execute(
+                update(Replica)
+                .where(
+                    Replica.rse_id == o.source_rse_id,
+                    Replica.scope == o.scope,
+                    Replica.name == o.name,
+                )
+                .values(state=ReplicaState.BAD.value, updated_at=now)
+            )
+    failed = by_kind.get("failed", [])
+    if failed:
+        conn.execute(
+            update(t)  # type: ignore[arg-type]
+            .where(t.c.id == bindparam("rid"))
+            .values(
+                state=_FAILED,
+                lease_owner=None,
+                lease_expires=None,
+                error=bindparam("err"),
+                finished_at=now,
+                updated_at=now,
+            ),
+            [{"rid": o.request_id, "err": o.error} for o in failed],
+        )
+        _stick_locks(session, [(o.dest_rse_id, o.scope, o.name) for o in failed])
+        events.emit_many(
+            session,
+            "transfer-failed",
+            [
+                {"request_id": o.request_id, "scope": o.scope, "name": o.name, "reason": o.error}
+                for o in failed
+            ],
+        )
+    return [o.request_id for o in mine]
+
+
+def _excluded_after(session: Session, outcomes: Sequence[Outcome]) -> dict[int, str | None]:
+    """The excluded-sources JSON of requests after adding this attempt's source."""
+    if not outcomes:
+        return {}
+    rows = session.execute(
+        select(TransferRequest.id, TransferRequest.excluded_sources).where(
+            TransferRequest.id.in_([o.request_id for o in outcomes])
+        )
+    )
+    current = {rid: (json.loads(ex) if ex else []) for rid, ex in rows}
+    out: dict[int, str | None] = {}
+    for o in outcomes:
+        lst = current.get(o.request_id, [])
+        if o.source_rse_id and o.source_rse_id not in lst:
+            lst.append(o.source_rse_id)
+        out[o.request_id] = json.dumps(lst)
+    return out
+
+
+def _replicas_available(session: Session, done: Sequence[Outcome], now: datetime) -> None:
+    """The destination replicas become AVAILABLE (created when no rule made them)."""
+    by_rse: dict[str, list[Outcome]] = {}
+    for o in done:
+        by_rse.setdefault(o.dest_rse_id, []).append(o)
+    conn = session.connection()
+    rt = Replica.__table__
+    for rse_id, items in by_rse.items():
+        keys = [(o.scope, o.name) for o in items]
+        existing: set[tuple[str, str]] = set()
+        for batch in chunks(keys):
+            existing.update(
+                (a, b)
+                for a, b in session.execute(
+                    select(Replica.scope, Replica.name).where(
+                        Replica.rse_id == rse_id, pairs_in(Replica.scope, Replica.name, batch)
+                    )
+                )
+            )
+        have = [o for o in items if (o.scope, o.name) in existing]
+        if have:
+            conn.execute(
+                update(rt)  # type: ignore[arg-type]
+                .where(
+                    rt.c.rse_id == rse_id,
+                    rt.c.scope == bindparam("s"),
+                    rt.c.name == bindparam("n"),
+                )
+                .values(
+                    state=ReplicaState.AVAILABLE.value,
+                    path=func.coalesce(rt.c.path, bindparam("p")),
+                    accessed_at=now,
+                    updated_at=now,
+                    tombstone=None,
+                ),
+                [{"s": o.scope, "n": o.name, "p": o.dest_path} for o in have],
+            )
+        new = [o for o in items if (o.scope, o.name) not in existing]
+        if new:
+            sizes = {
+                (s, n): (b, a, m)
+                for s, n, b, a, m in session.execute(
+                    select(DID.scope, DID.name, DID.bytes, DID.adler32, DID.md5).where(
+                        pairs_in(DID.scope, DID.name, [(o.scope, o.name) for o in new])
+                    )
+                )
+            }
+            session.execute(
+                insert(Replica),
+                [
+                    {
+                        "rse_id": rse_id,
+                        "scope": o.scope,
+                        "name": o.name,
+                        "bytes": sizes[(o.scope, o.name)][0],
+                        "adler32": sizes[(o.scope, o.name)][1],
+                        "md5": sizes[(o.scope, o.name)][2],
+                        "path": o.dest_path,
+                        "state": ReplicaState.AVAILABLE.value,
+                        "lock_cnt": 0,
+                        "accessed_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for o in new
+                ],
+            )
+        rule_core.locks_available(session, rse_id, keys)
+
+
+def _stick_locks(session: Session, items: Sequence[tuple[str, str, str]]) -> None:
+    """REPLICATING locks of failed copies become STUCK (the rule repairer takes over)."""
+    rule_ids: set[str] = set()
+    by_rse: dict[str, list[tuple[str, str]]] = {}
+    for rse_id, s, n in items:
+        by_rse.setdefault(rse_id, []).append((s, n))
+    for rse_id, keys in by_rse.items():
+        for batch in chunks(keys):
+            cond = and_(
+                Lock.rse_id == rse_id,
+                pairs_in(Lock.scope, Lock.name, batch),
+                Lock.state == LockState.REPLICATING.value,
+            )
+            rule_ids.update(session.scalars(select(Lock.rule_id).where(cond).distinct()))
+            session.execute(
+                update(Lock).where(cond).values(state=LockState.STUCK.value, updated_at=utcnow())
+            )
+    rule_core.recount(session, rule_ids)
+
+
+# --- inspection and operator actions -----------------------------------------------------
+
+
+def request_dict(r: TransferRequest, rse_names: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "scope": r.scope,
+        "name": r.name,
+        "dest_rse": rse_names.get(r.dest_rse_id, r.dest_rse_id),
+        "source_rse": rse_names.get(r.source_rse_id or "", r.source_rse_id),
+        "rule_id": r.rule_id,
+        "account": r.account,
+        "activity": r.activity,
+        "priority": r.priority,
+        "state": r.state,
+        "bytes": r.bytes,
+        "adler32": r.adler32,
+        "md5": r.md5,
+        "attempt": r.attempt,
+        "max_attempts": r.max_attempts,
+        "error": r.error,
+        "not_before": r.not_before,
+        "lease_owner": r.lease_owner,
+        "lease_expires": r.lease_expires,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "submitted_at": r.submitted_at,
+        "finished_at": r.finished_at,
+    }
+
+
+def get_request(session: Session, request_id: int) -> TransferRequest:
+    r = session.get(TransferRequest, request_id)
+    if r is None:
+        raise RequestNotFound(f"transfer request {request_id} does not exist")
+    return r
+
+
+def attempts_of(session: Session, request_id: int) -> list[TransferAttempt]:
+    return list(
+        session.scalars(
+            select(TransferAttempt)
+            .where(TransferAttempt.request_id == request_id)
+            .order_by(TransferAttempt.id)
+        )
+    )
+
+
+def list_requests(
+    session: Session,
+    *,
+    states: Sequence[str] = (),
+    scope: str | None = None,
+    name: str | None = None,
+    dest_rse_id: str | None = None,
+    rule_id: str | None = None,
+    limit: int = 1000,
+) -> list[TransferRequest]:
+    q = select(TransferRequest)
+    if states:
+        q = q.where(TransferRequest.state.in_(list(states)))
+    if scope is not None:
+        q = q.where(TransferRequest.scope == scope)
+    if name is not None:
+        q = q.where(TransferRequest.name == name)
+    if dest_rse_id is not None:
+        q = q.where(TransferRequest.dest_rse_id == dest_rse_id)
+    if rule_id is not None:
+        q = q.where(TransferRequest.rule_id == rule_id)
+    return list(session.scalars(q.order_by(TransferRequest.id.desc()).limit(limit)))
+
+
+def state_counts(session: Session) -> dict[str, int]:
+    q = select(TransferRequest.state, func.count()).group_by(TransferRequest.state)
+    return {st: int(n) for st, n in session.execute(q)}
+
+
+def cancel(session: Session, request_id: int) -> None:
+    r = get_request(session, request_id)
+    if r.state not in ACTIVE:
+        raise InvalidInput(f"transfer request {request_id} is {r.state}; only active ones cancel")
+    now = utcnow()
+    r.state = RequestState.CANCELLED.value
+    r.lease_owner = None
+    r.lease_expires = None
+    r.finished_at = now
+    r.updated_at = now
+    r.error = "cancelled by an operator"
+    _stick_locks(session, [(r.dest_rse_id, r.scope, r.name)])
+    events.emit(session, "transfer-failed", {"request_id": r.id, "reason": "cancelled"})
+
+
+def retry(session: Session, request_id: int) -> int:
+    """Queue a finished (failed, cancelled, no-sources) request again as a new request."""
+    r = get_request(session, request_id)
+    if r.state in ACTIVE or r.state == _DONE:
+        raise InvalidInput(
+            f"transfer request {request_id} is {r.state}; only failed or cancelled ones retry"
+        )
+    locks = and_(Lock.rse_id == r.dest_rse_id, Lock.scope == r.scope, Lock.name == r.name)
+    rule_ids = set(
+        session.scalars(select(Lock.rule_id).where(locks, Lock.state == LockState.STUCK.value))
+    )
+    session.execute(
+        update(Lock)
+        .where(locks, Lock.state == LockState.STUCK.value)
+        .values(state=LockState.REPLICATING.value, updated_at=utcnow())
+    )
+    rule_core.recount(session, rule_ids)
+    [new_id] = queue_requests(
+        session,
+        [
+            NewRequest(
+                r.scope,
+                r.name,
+                r.dest_rse_id,
+                r.account,
+                r.activity,
+                r.priority,
+                r.rule_id,
+                r.source_rse_expression,
+                r.verify_source,
+                r.max_attempts,
+            )
+        ],
+    )
+    return new_id
+
+
+# --- links, shares and distances ---------------------------------------------------------
+
+
+def links(session: Session) -> list[TransferLink]:
+    return list(session.scalars(select(TransferLink)))
+
+
+def get_link(session: Session, source_rse_id: str, dest_rse_id: str) -> TransferLink | None:
+    return session.get(TransferLink, (source_rse_id, dest_rse_id))
+
+
+def set_link(
+    session: Session,
+    source_rse_id: str,
+    dest_rse_id: str,
+    *,
+    max_active: int | None,
+    optimizer: bool,
+    initial: int | None = None,
+) -> TransferLink:
+    link = get_link(session, source_rse_id, dest_rse_id)
+    if link is None:
+        link = TransferLink(source_rse_id=source_rse_id, dest_rse_id=dest_rse_id)
+        session.add(link)
+    link.max_active = max_active
+    link.optimizer = optimizer
+    if initial is not None:
+        link.optimal_active = initial
+    elif not optimizer and max_active is not None:
+        link.optimal_active = max_active
+    elif link.optimal_active is None:
+        link.optimal_active = 8
+    session.flush()
+    return link
+
+
+def shares(session: Session) -> dict[str, float]:
+    return {
+        a: float(w)
+        for a, w in session.execute(select(TransferShare.activity, TransferShare.weight))
+    }
+
+
+def set_share(session: Session, activity: str, weight: float | None) -> None:
+    session.execute(delete(TransferShare).where(TransferShare.activity == activity))
+    if weight is not None:
+        session.add(TransferShare(activity=activity, weight=weight))
+
+
+def distances(session: Session) -> dict[tuple[str, str], int]:
+    return {
+        (s, d): n
+        for s, d, n in session.execute(
+            select(RSEDistance.source_rse_id, RSEDistance.dest_rse_id, RSEDistance.distance)
+        )
+    }
+
+
+def set_distance(
+    session: Session, source_rse_id: str, dest_rse_id: str, distance: int | None
+) -> None:
+    session.execute(
+        delete(RSEDistance).where(
+            RSEDistance.source_rse_id == source_rse_id, RSEDistance.dest_rse_id == dest_rse_id
+        )
+    )
+    if distance is not None:
+        session.add(
+            RSEDistance(source_rse_id=source_rse_id, dest_rse_id=dest_rse_id, distance=distance)
+        )
+
+
+def link_window(
+    session: Session, since: datetime
+) -> dict[tuple[str, str], tuple[int, int, int, float]]:
+    """Per link since ``since``: (done, failed, bytes done, seconds spent)."""
+    rows = session.execute(
+        select(
+            TransferAttempt.source_rse_id,
+            TransferAttempt.dest_rse_id,
+            TransferAttempt.state,
+            func.count(),
+            func.coalesce(func.sum(TransferAttempt.bytes), 0),
+            func.coalesce(func.sum(TransferAttempt.seconds), 0.0),
+        )
+        .where(TransferAttempt.finished_at >= since, TransferAttempt.state != "WAITING")
+        .group_by(TransferAttempt.source_rse_id, TransferAttempt.dest_rse_id, TransferAttempt.state)
+    )
+    out: dict[tuple[str, str], list[float]] = {}
+    for s, d, st, n, b, secs in rows:
+        acc = out.setdefault((s or "", d), [0, 0, 0, 0.0])
+        if st == "DONE":
+            acc[0] += n
+            acc[2] += b
+        else:
+            acc[1] += n
+        acc[3] += float(secs)
+    return {k: (int(v[0]), int(v[1]), int(v[2]), float(v[3])) for k, v in out.items()}
+
+
+def rse_names(session: Session) -> dict[str, str]:
+    return {i: n for i, n in session.execute(select(RSE.id, RSE.rse))}

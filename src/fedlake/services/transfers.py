@@ -1,0 +1,291 @@
+"""Transfers: ask for copies, inspect the queue, cancel and retry, links and distances."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from fedlake.auth.policy import Caller, require_admin
+from fedlake.bootstrap import Lake
+from fedlake.catalog import dids as did_core
+from fedlake.catalog import rses as rse_core
+from fedlake.catalog import transfers as core
+from fedlake.domain.errors import InvalidInput
+from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
+from fedlake.domain.types import DIDType, RequestState
+from fedlake.services._validate import opt_bool, opt_int, opt_str, req_dict, req_list, req_str
+from fedlake.transfers import wakeup
+
+__all__ = [
+    "cancel",
+    "get_request",
+    "list_links",
+    "list_requests",
+    "poke_after_commit",
+    "retry",
+    "set_distance",
+    "set_link",
+    "set_share",
+    "submit",
+    "summary",
+]
+
+MAX_LIST = 10_000
+
+
+def poke_after_commit(s: Session) -> None:
+    """Wake this process's transfer workers once the transaction has committed."""
+    event.listen(s, "after_commit", lambda _s: wakeup.poke(), once=True)
+
+
+def _files(s: Session, scope: str, name: str) -> list[tuple[str, str]]:
+    row = did_core.get_did(s, scope, name)
+    if row.did_type == DIDType.FILE.value:
+        return [(scope, name)]
+    return [(f.scope, f.name) for f in did_core.list_files(s, scope, name)]
+
+
+def submit(lake: Lake, caller: Caller, body: Any) -> list[int]:
+    """Copy DIDs (files, or every file of collections) to an RSE: one request per file."""
+    require_admin(caller, "request transfers directly (add a rule instead)")
+    body = req_dict(body, "the transfer")
+    dids = req_list(body.get("dids"), "dids")
+    if not dids:
+        raise InvalidInput("a transfer needs at least one DID in 'dids'")
+    rse = validate_rse_name(req_str(body, "rse", "the transfer"))
+    activity = opt_str(body, "activity", "the transfer") or "default"
+    if len(activity) > 50:
+        raise InvalidInput("activity is longer than 50 characters")
+    priority = opt_int(body, "priority", "the transfer")
+    priority = 3 if priority is None else priority
+    if not 1 <= priority <= 5:
+        raise InvalidInput(f"priority must be 1 (lowest) to 5 (highest), got {priority}")
+    max_attempts = opt_int(body, "max_attempts", "the transfer")
+    max_attempts = 5 if max_attempts is None else max_attempts
+    if not 1 <= max_attempts <= 100:
+        raise InvalidInput(f"max_attempts must be 1 to 100, got {max_attempts}")
+    source = opt_str(body, "source_rse_expression", "the transfer")
+    verify_source = opt_bool(body, "verify_source", "the transfer")
+    keys = []
+    for d in dids:
+        d = req_dict(d, "DID")
+        keys.append(
+            (
+                validate_scope(req_str(d, "scope", "DID")),
+                validate_did_name(req_str(d, "name", "DID")),
+            )
+        )
+    with lake.db.write() as s:
+        row = rse_core.get_rse(s, rse)
+        if not row.availability_write:
+            raise InvalidInput(f"RSE {rse} does not accept writes (availability_write is off)")
+        if not any(p.write_wan is not None for p in rse_core.protocols(s, row.id)):
+            raise InvalidInput(f"RSE {rse} has no protocol for writing; add one first")
+        if source is not None:
+            from fedlake.services.rses import resolve
+
+            resolve(s, source)  # a clear error for a bad expression, now
+        files: list[tuple[str, str]] = []
+        for scope, name in keys:
+            files.extend(_files(s, scope, name))
+        items = [
+            core.NewRequest(
+                scope,
+                name,
+                row.id,
+                caller.account,
+                activity=activity,
+                priority=priority,
+                source_rse_expression=source,
+                verify_source=verify_source,
+                max_attempts=max_attempts,
+            )
+            for scope, name in dict.fromkeys(files)
+        ]
+        ids = core.queue_requests(s, items)
+        poke_after_commit(s)
+    return ids
+
+
+def _with_attempts(s: Session, r: Any, names: dict[str, str]) -> dict[str, Any]:
+    out = core.request_dict(r, names)
+    out["attempts"] = [
+        {
+            "attempt": a.attempt,
+            "source_rse": names.get(a.source_rse_id or "", a.source_rse_id),
+            "worker": a.worker,
+            "state": a.state,
+            "error": a.error,
+            "recoverable": a.recoverable,
+            "bytes": a.bytes,
+            "seconds": a.seconds,
+            "tpc": a.tpc,
+            "started_at": a.started_at,
+            "finished_at": a.finished_at,
+        }
+        for a in core.attempts_of(s, r.id)
+    ]
+    return out
+
+
+def get_request(lake: Lake, request_id: int) -> dict[str, Any]:
+    with lake.db.read() as s:
+        return _with_attempts(s, core.get_request(s, request_id), core.rse_names(s))
+
+
+def list_requests(lake: Lake, filters: dict[str, str]) -> list[dict[str, Any]]:
+    known = {"state", "scope", "name", "rse", "rule_id", "limit"}
+    unknown = sorted(set(filters) - known)
+    if unknown:
+        raise InvalidInput(
+            f"unknown filter(s) {', '.join(unknown)}; use {', '.join(sorted(known))}"
+        )
+    states = [RequestState.parse(x).value for x in filters.get("state", "").split(",") if x]
+    try:
+        limit = int(filters.get("limit", "1000"))
+    except ValueError:
+        raise InvalidInput(f"limit must be an integer, got {filters['limit']!r}") from None
+    if not 1 <= limit <= MAX_LIST:
+        raise InvalidInput(f"limit must be 1 to {MAX_LIST}")
+    with lake.db.read() as s:
+        dest = None
+        if "rse" in filters:
+            dest = rse_core.get_rse(s, validate_rse_name(filters["rse"])).id
+        names = core.rse_names(s)
+        rows = core.list_requests(
+            s,
+            states=states,
+            scope=filters.get("scope"),
+            name=filters.get("name"),
+            dest_rse_id=dest,
+            rule_id=filters.get("rule_id"),
+            limit=limit,
+        )
+        return [core.request_dict(r, names) for r in rows]
+
+
+def summary(lake: Lake) -> dict[str, Any]:
+    """Counts per state and per-link statistics (for `fedlake transfer watch`)."""
+    with lake.db.read() as s:
+        return {"states": core.state_counts(s), "links": _links(s)}
+
+
+def cancel(lake: Lake, caller: Caller, request_id: int) -> None:
+    require_admin(caller, "cancel transfers")
+    with lake.db.write() as s:
+        core.cancel(s, request_id)
+
+
+def retry(lake: Lake, caller: Caller, request_id: int) -> int:
+    require_admin(caller, "retry transfers")
+    with lake.db.write() as s:
+        new_id = core.retry(s, request_id)
+        poke_after_commit(s)
+    return new_id
+
+
+def _links(s: Session) -> list[dict[str, Any]]:
+    names = core.rse_names(s)
+    running = core.active_counts(s, _now())
+    out = []
+    for lk in core.links(s):
+        key = (lk.source_rse_id, lk.dest_rse_id)
+        out.append(
+            {
+                "source_rse": names.get(lk.source_rse_id, lk.source_rse_id),
+                "dest_rse": names.get(lk.dest_rse_id, lk.dest_rse_id),
+                "active": running.get(key, 0),
+                "max_active": lk.max_active,
+                "optimizer": lk.optimizer,
+                "optimal_active": lk.optimal_active,
+                "throughput": lk.throughput,
+                "files_per_second": lk.files_per_second,
+                "success_rate": lk.success_rate,
+                "decision": lk.decision,
+                "decided_at": lk.decided_at,
+            }
+        )
+    for (src, dst), n in running.items():
+        if not any(
+            o["source_rse"] == names.get(src) and o["dest_rse"] == names.get(dst) for o in out
+        ):
+            out.append(
+                {"source_rse": names.get(src, src), "dest_rse": names.get(dst, dst), "active": n}
+            )
+    return sorted(out, key=lambda o: (str(o["source_rse"]), str(o["dest_rse"])))
+
+
+def _now() -> Any:
+    from fedlake.domain.timefmt import utcnow
+
+    return utcnow()
+
+
+def list_links(lake: Lake) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        return _links(s)
+
+
+def _two_rses(s: Session, source: str, dest: str) -> tuple[str, str]:
+    a = rse_core.get_rse(s, validate_rse_name(source)).id
+    b = rse_core.get_rse(s, validate_rse_name(dest)).id
+    if a == b:
+        raise InvalidInput("source and destination must be different RSEs")
+    return a, b
+
+
+def set_link(lake: Lake, caller: Caller, source: str, dest: str, body: Any) -> None:
+    """Configure a link: ``max_active`` (limit, null for none) and ``optimizer`` (on/off)."""
+    require_admin(caller, "configure transfer links")
+    body = req_dict(body, "the link settings")
+    unknown = sorted(set(body) - {"max_active", "optimizer", "initial"})
+    if unknown:
+        raise InvalidInput(f"unknown link setting(s) {', '.join(unknown)}")
+    max_active = opt_int(body, "max_active", "the link")
+    if max_active is not None and not 1 <= max_active <= 100_000:
+        raise InvalidInput("max_active must be 1 to 100000 (or null for no limit)")
+    initial = opt_int(body, "initial", "the link")
+    if initial is not None and initial < 1:
+        raise InvalidInput("initial must be at least 1")
+    optimizer = body.get("optimizer", True)
+    if not isinstance(optimizer, bool):
+        raise InvalidInput("optimizer must be true or false")
+    if not optimizer and max_active is None:
+        raise InvalidInput("a link without the optimizer needs a fixed max_active")
+    with lake.db.write() as s:
+        a, b = _two_rses(s, source, dest)
+        core.set_link(s, a, b, max_active=max_active, optimizer=optimizer, initial=initial)
+
+
+def set_share(lake: Lake, caller: Caller, activity: str, weight: Any) -> None:
+    require_admin(caller, "set activity shares")
+    if weight is not None and (
+        isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0
+    ):
+        raise InvalidInput("an activity share must be a positive number (or null to remove it)")
+    if not activity or len(activity) > 50:
+        raise InvalidInput("activity must be 1 to 50 characters")
+    with lake.db.write() as s:
+        core.set_share(s, activity, None if weight is None else float(weight))
+
+
+def set_distance(lake: Lake, caller: Caller, source: str, dest: str, distance: Any) -> None:
+    require_admin(caller, "set RSE distances")
+    if distance is not None and (
+        isinstance(distance, bool) or not isinstance(distance, int) or distance < 0
+    ):
+        raise InvalidInput("distance must be a non-negative integer (or null to remove it)")
+    with lake.db.write() as s:
+        a, b = _two_rses(s, source, dest)
+        core.set_distance(s, a, b, distance)
+
+
+def get_distances(lake: Lake, source: str, dest: str) -> list[dict[str, Any]]:
+    with lake.db.read() as s:
+        a, b = _two_rses(s, source, dest)
+        d = core.distances(s).get((a, b))
+        if d is None:
+            return []
+        return [{"src_rse_id": a, "dest_rse_id": b, "distance": d, "ranking": d}]

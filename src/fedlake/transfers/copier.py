@@ -1,0 +1,177 @@
+"""Run one claimed request: stage if on tape, copy (third-party or streamed), verify.
+
+Returns an :class:`~fedlake.catalog.transfers.Outcome`; never raises for storage errors.
+A failed copy leaves no destination file: plugins write atomically, and a third-party copy
+whose checksum does not match is deleted here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+from fedlake.catalog.transfers import Claimed, Outcome
+from fedlake.domain.checksums import Digest
+from fedlake.domain.errors import ChecksumMismatch
+from fedlake.domain.timefmt import utcnow
+from fedlake.storage.base import Stageable
+from fedlake.transfers.endpoints import Endpoint, Endpoints
+from fedlake.transfers.errors import SourceError, backoff, classify
+
+__all__ = ["Copier"]
+
+log = logging.getLogger("fedlake.transfers")
+STAGE_POLL = 2.0
+
+
+def _tpc_pair(src: list[Endpoint], dst: list[Endpoint]) -> tuple[Endpoint, Endpoint] | None:
+    for d in dst:
+        if d.tpc_write is None or not d.storage.tpc_modes:
+            continue
+        for s in src:
+            if s.tpc_read is not None and s.scheme == d.scheme and "pull" in d.storage.tpc_modes:
+                return s, d
+    return None
+
+
+class Copier:
+    def __init__(self, endpoints: Endpoints, *, stage_poll: float = STAGE_POLL) -> None:
+        self.endpoints = endpoints
+        self.stage_poll = stage_poll
+
+    def run(self, c: Claimed) -> Outcome:
+        started = utcnow()
+        t0 = time.monotonic()
+        assert c.source_rse_id is not None
+        dest_path = self.endpoints.path(c.dest_rse_id, c.scope, c.name, None)
+        stored = dest_path if not self.endpoints.info(c.dest_rse_id).deterministic else None
+
+        def outcome(kind: str, **kw: object) -> Outcome:
+            return Outcome(
+                request_id=c.id,
+                kind=kind,
+                source_rse_id=c.source_rse_id,
+                dest_rse_id=c.dest_rse_id,
+                scope=c.scope,
+                name=c.name,
+                attempt=c.attempt,
+                started_at=started,
+                finished_at=utcnow(),
+                seconds=time.monotonic() - t0,
+                dest_path=stored,
+                **kw,  # type: ignore[arg-type]
+            )
+
+        try:
+            srcs = self._source_endpoints(c)
+            dsts = self.endpoints.endpoints(c.dest_rse_id, "write")
+            src_path = self.endpoints.path(c.source_rse_id, c.scope, c.name, c.source_path)
+            staged = self._staged(srcs[0], src_path)
+            if not staged:
+                return outcome(
+                    "waiting",
+                    error="staging from tape",
+                    not_before=utcnow() + timedelta(seconds=self.stage_poll),
+                )
+            tpc = self._copy(c, srcs, dsts, src_path, dest_path)
+            return outcome("done", bytes=c.bytes, tpc=tpc)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded attempt
+            verdict = classify(exc)
+            log.info("transfer %s attempt %s failed: %s", c.id, c.attempt, verdict.message)
+            kind = verdict.action
+            nb = None
+            if kind == "retry":
+                if c.attempt >= c.max_attempts:
+                    kind = "failed"
+                    msg = f"{verdict.message} (gave up after {c.attempt} attempts)"
+                    return outcome(kind, error=msg, recoverable=True)
+                nb = utcnow() + timedelta(seconds=backoff(c.attempt))
+            if kind == "exclude_source" and c.attempt >= c.max_attempts:
+                kind = "failed"
+            return outcome(
+                kind,
+                error=verdict.message,
+                recoverable=verdict.recoverable,
+                not_before=nb,
+                mark_source_bad=verdict.mark_source_bad,
+            )
+
+    def _source_endpoints(self, c: Claimed) -> list[Endpoint]:
+        assert c.source_rse_id is not None
+        try:
+            return self.endpoints.endpoints(c.source_rse_id, "read")
+        except Exception as exc:
+            raise SourceError(exc) from exc
+
+    def _staged(self, src: Endpoint, path: str) -> bool:
+        storage = src.storage
+        if not isinstance(storage, Stageable):
+            return True
+        url = src.url(path)
+        try:
+            if storage.is_online(url):
+                return True
+            storage.stage(url)
+            return storage.is_online(url)
+        except Exception as exc:
+            raise SourceError(exc) from exc
+
+    def _copy(
+        self,
+        c: Claimed,
+        srcs: list[Endpoint],
+        dsts: list[Endpoint],
+        src_path: str,
+        dest_path: str,
+    ) -> bool:
+        expected = Digest(c.bytes, c.adler32 or "", c.md5)
+        pair = _tpc_pair(srcs, dsts)
+        if pair is not None:
+            s, d = pair
+            self._verify_source(c, s, src_path)
+            d.storage.third_party_copy(s.url(src_path), d.url(dest_path), overwrite=True)
+            self._verify_dest(c, d, dest_path)
+            return True
+        s, d = srcs[0], dsts[0]
+        self._verify_source(c, s, src_path)
+        src_url = s.url(src_path)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from s.storage.read(src_url)
+            except Exception as exc:
+                raise SourceError(exc) from exc
+
+        # the plugin verifies bytes and checksums before the copy becomes visible
+        d.storage.write(d.url(dest_path), chunks(), expected=expected, overwrite=True)
+        return False
+
+    def _verify_source(self, c: Claimed, s: Endpoint, path: str) -> None:
+        if not c.verify_source or not c.adler32:
+            return
+        try:
+            got = s.storage.checksum(s.url(path), "adler32")
+        except Exception as exc:
+            raise SourceError(exc) from exc
+        if got != c.adler32:
+            raise SourceError(
+                ChecksumMismatch(f"source adler32 is {got}, the catalogue says {c.adler32}")
+            )
+
+    def _verify_dest(self, c: Claimed, d: Endpoint, path: str) -> None:
+        url = d.url(path)
+        st = d.storage.stat(url)
+        problem = None
+        if st.size != c.bytes:
+            problem = f"destination has {st.size} bytes, the catalogue says {c.bytes}"
+        elif c.adler32:
+            got = d.storage.checksum(url, "adler32")
+            if got != c.adler32:
+                problem = f"destination adler32 is {got}, the catalogue says {c.adler32}"
+        if problem is not None:
+            with contextlib.suppress(FileNotFoundError):
+                d.storage.delete(url)
+            raise ChecksumMismatch(problem)

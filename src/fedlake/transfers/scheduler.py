@@ -1,0 +1,158 @@
+"""Claim runnable requests in batches: pick a source per request, honour every limit.
+
+All workers' claims are serialized (an advisory lock on PostgreSQL, the write lock on
+SQLite) and take rows with ``FOR UPDATE SKIP LOCKED``, so limits hold lake-wide and no
+request is handed to two workers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from fedlake.catalog import transfers as core
+from fedlake.catalog.db import Database
+from fedlake.domain.timefmt import utcnow
+from fedlake.domain.types import RequestState
+from fedlake.transfers.endpoints import Endpoints, Limits
+
+__all__ = ["Scheduler"]
+
+
+@dataclass
+class _Capacity:
+    limits: Limits
+    links: Counter[tuple[str, str]]
+    inbound: Counter[str]
+    outbound: Counter[str]
+    total: int
+
+    @classmethod
+    def of(cls, limits: Limits, active: dict[tuple[str, str], int]) -> _Capacity:
+        links: Counter[tuple[str, str]] = Counter(active)
+        inbound: Counter[str] = Counter()
+        outbound: Counter[str] = Counter()
+        for (s, d), n in active.items():
+            inbound[d] += n
+            outbound[s] += n
+        return cls(limits, links, inbound, outbound, sum(active.values()))
+
+    def fits(self, source: str, dest: str) -> bool:
+        lim = self.limits
+        if lim.global_max is not None and self.total >= lim.global_max:
+            return False
+        link = lim.links.get((source, dest))
+        if link is not None and self.links[(source, dest)] >= link:
+            return False
+        if dest in lim.inbound and self.inbound[dest] >= lim.inbound[dest]:
+            return False
+        return not (source in lim.outbound and self.outbound[source] >= lim.outbound[source])
+
+    def take(self, source: str, dest: str) -> None:
+        self.links[(source, dest)] += 1
+        self.inbound[dest] += 1
+        self.outbound[source] += 1
+        self.total += 1
+
+    def full(self) -> bool:
+        lim = self.limits
+        return lim.global_max is not None and self.total >= lim.global_max
+
+
+class Scheduler:
+    def __init__(
+        self, db: Database, endpoints: Endpoints, owner: str, *, lease: float = 60.0
+    ) -> None:
+        self.db = db
+        self.endpoints = endpoints
+        self.owner = owner
+        self.lease = lease
+        self.blocked = 0  # requests left queued by limits in the last claim
+
+    def claim(self, n: int) -> list[core.Claimed]:
+        if n <= 0:
+            return []
+        self.endpoints.refresh()
+        with self.db.write() as s:
+            core.serialize_claims(s)
+            now = utcnow()
+            capacity = _Capacity.of(self.endpoints.limits(), core.active_counts(s, now))
+            if capacity.full():
+                self.blocked = 1
+                return []
+            cands = self._candidates(s, n, now)
+            chosen, no_sources, lost = self._choose(s, cands, capacity, n)
+            core.mark_submitted(s, self.owner, chosen, now, self.lease)
+            core.mark_no_sources(s, no_sources, now)
+            core.mark_no_sources(
+                s,
+                lost,
+                now,
+                state=RequestState.FAILED.value,
+                reason="the workers running it stopped answering too many times",
+            )
+        return chosen
+
+    def _candidates(self, s: Session, n: int, now: datetime) -> list[core.Claimed]:
+        want = n * 2  # some may be blocked by limits
+        out = core.expired(s, now, want)
+        shares = core.shares(s)
+        if not shares:
+            return out + core.candidates(s, now, want - len(out))
+        # activity shares: each activity with queued work gets slots by its weight
+        acts = core.queued_activities(s, now)
+        weights = {a: shares.get(a, shares.get("default", 1.0)) for a in acts}
+        total = sum(weights.values()) or 1.0
+        for a in sorted(acts, key=lambda a: -weights[a]):
+            quota = max(1, round(want * weights[a] / total))
+            out.extend(core.candidates(s, now, quota, activity=a))
+        return out
+
+    def _choose(
+        self, s: Session, cands: Sequence[core.Claimed], capacity: _Capacity, n: int
+    ) -> tuple[list[core.Claimed], list[core.Claimed], list[core.Claimed]]:
+        sources = core.sources_of(s, [(c.scope, c.name) for c in cands])
+        chosen: list[core.Claimed] = []
+        no_sources: list[core.Claimed] = []
+        lost: list[core.Claimed] = []
+        self.blocked = 0
+        ep = self.endpoints
+        for c in cands:
+            if len(chosen) >= n:
+                break
+            if c.state == RequestState.SUBMITTED.value and c.attempt >= c.max_attempts:
+                lost.append(c)
+                continue
+            options = [
+                (rse_id, path)
+                for rse_id, path in sources.get((c.scope, c.name), [])
+                if rse_id != c.dest_rse_id
+                and rse_id not in c.excluded
+                and ep.info(rse_id).availability_read
+                and (
+                    c.source_rse_expression is None
+                    or ep.in_expression(rse_id, c.source_rse_expression)
+                )
+            ]
+            if not options:
+                no_sources.append(c)
+                continue
+            # disk before tape, nearest first, random among equals (spreads the load)
+            options.sort(
+                key=lambda o: (ep.is_tape(o[0]), ep.distance(o[0], c.dest_rse_id), random.random())
+            )
+            for rse_id, path in options:
+                if capacity.fits(rse_id, c.dest_rse_id):
+                    capacity.take(rse_id, c.dest_rse_id)
+                    c.source_rse_id, c.source_path = rse_id, path
+                    c.attempt += 1
+                    chosen.append(c)
+                    break
+            else:
+                self.blocked += 1
+        return chosen, no_sources, lost

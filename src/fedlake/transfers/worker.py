@@ -1,0 +1,198 @@
+"""A transfer worker: claims batches, runs them in a thread pool, commits results in batches.
+
+Threads:
+- the claimer fills free slots as soon as there are any (woken by finished transfers, by
+  new work, or by the fallback timer when idle);
+- the pool runs :class:`~fedlake.transfers.copier.Copier` per request;
+- the completer commits finished attempts in batches (one transaction per batch);
+- the renewer extends the leases of running requests;
+- the optimizer thread runs a round of the per-link optimizer every few seconds.
+
+Killed at any line, the worker leaves requests SUBMITTED with a lease that expires; the
+next claim (by any worker) runs them again. Destination writes are atomic, so no partial
+file ever becomes a replica, and completions are fenced by lease owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from fedlake.catalog import transfers as core
+from fedlake.catalog.db import Database
+from fedlake.transfers import wakeup
+from fedlake.transfers.copier import Copier
+from fedlake.transfers.endpoints import Endpoints
+from fedlake.transfers.optimizer import Optimizer
+from fedlake.transfers.scheduler import Scheduler
+
+__all__ = ["TransferWorker", "WorkerConfig"]
+
+log = logging.getLogger("fedlake.transfers")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    threads: int = 64
+    batch: int = 200
+    lease: float = 60.0
+    idle_poll: float = 1.0  # fallback look at the queue when idle (SQLite across processes)
+    global_max: int | None = None
+    optimizer_interval: float = 5.0
+    stage_poll: float = 2.0
+    refresh: float = 5.0  # seconds the worker reuses what it read about RSEs and links
+
+
+class TransferWorker:
+    def __init__(self, db: Database, config: WorkerConfig | None = None) -> None:
+        self.db = db
+        self.config = config or WorkerConfig()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.endpoints = Endpoints(db, ttl=self.config.refresh, global_max=self.config.global_max)
+        self.scheduler = Scheduler(db, self.endpoints, self.owner, lease=self.config.lease)
+        self.copier = Copier(self.endpoints, stage_poll=self.config.stage_poll)
+        self.optimizer = Optimizer(
+            db, interval=self.config.optimizer_interval, ceiling=self.config.global_max or 1000
+        )
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._results: queue.Queue[core.Outcome] = queue.Queue()
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="transfer")
+        self._threads: list[threading.Thread] = []
+        self._listener = wakeup.Listener(db.url, self.wake)
+        self.completed = 0  # attempts committed by this worker (all outcomes)
+        self.peak_inflight = 0
+        wakeup.subscribe(self.wake)
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._listener.start()
+        for target, name in (
+            (self._claim_loop, "transfer-claim"),
+            (self._complete_loop, "transfer-complete"),
+            (self._renew_loop, "transfer-renew"),
+            (self._optimize_loop, "transfer-optimize"),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, let running transfers finish (up to ``timeout``), then hand
+        back what is left to the queue."""
+        self._stop.set()
+        self.wake.set()
+        deadline = time.monotonic() + timeout
+        while self.inflight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self._flush()
+        with self.db.write() as s:
+            core.release(s, self.owner)
+        self._listener.stop()
+
+    @property
+    def inflight(self) -> int:
+        with self._inflight_lock:
+            return self._inflight
+
+    # --- threads -------------------------------------------------------------------------
+
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            free = self.config.threads - self.inflight
+            if free <= 0:
+                self.wake.wait(0.5)
+                self.wake.clear()
+                continue
+            try:
+                claimed = self.scheduler.claim(min(free, self.config.batch))
+            except Exception:
+                log.exception("claiming transfers failed; retrying")
+                self._stop.wait(1.0)
+                continue
+            if claimed:
+                with self._inflight_lock:
+                    self._inflight += len(claimed)
+                    self.peak_inflight = max(self.peak_inflight, self._inflight)
+                for c in claimed:
+                    self._pool.submit(self._run, c)
+                continue  # more slots may be free: claim again at once
+            # nothing runnable now: wait for new work, a free slot, or the fallback timer
+            self.wake.wait(0.2 if self.scheduler.blocked else self.config.idle_poll)
+            self.wake.clear()
+
+    def _run(self, c: core.Claimed) -> None:
+        try:
+            outcome = self.copier.run(c)
+        except BaseException:
+            log.exception("transfer %s crashed the copier", c.id)
+            raise
+        self._results.put(outcome)
+
+    def _complete_loop(self) -> None:
+        while not self._stop.is_set() or not self._results.empty():
+            try:
+                first = self._results.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._results.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, batch: list[core.Outcome]) -> None:
+        while True:
+            try:
+                with self.db.write() as s:
+                    core.complete(s, self.owner, batch)
+                break
+            except Exception:
+                log.exception("committing %d transfer results failed; retrying", len(batch))
+                if self._stop.wait(1.0) and self._stop.is_set():
+                    time.sleep(0.5)
+        with self._inflight_lock:
+            self._inflight -= len(batch)
+        self.completed += len(batch)
+        self.wake.set()  # slots are free
+
+    def _flush(self) -> None:
+        batch: list[core.Outcome] = []
+        while True:
+            try:
+                batch.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self._commit(batch)
+
+    def _renew_loop(self) -> None:
+        every = max(0.5, self.config.lease / 3)
+        while not self._stop.wait(every):
+            try:
+                with self.db.write() as s:
+                    core.renew(s, self.owner, self.config.lease)
+            except Exception:
+                log.exception("renewing transfer leases failed")
+
+    def _optimize_loop(self) -> None:
+        while not self._stop.wait(self.config.optimizer_interval):
+            try:
+                self.optimizer.run_once()
+            except Exception:
+                log.exception("optimizer round failed")
