@@ -27,6 +27,17 @@ ENV_VARS: dict[str, str] = {
         "seconds a server process reuses a checked token and its account's state "
         "(default 5; 0 checks every request)"
     ),
+    "FEDLAKE_TRANSFER_THREADS": (
+        "transfers one worker process runs at once (default 32; `fedlake up` runs one worker)"
+    ),
+    "FEDLAKE_TRANSFER_MAX_ACTIVE": "lake-wide limit of running transfers (default: no limit)",
+    "FEDLAKE_TRANSFER_LEASE_SECONDS": (
+        "a worker's claim on a running transfer; a dead worker's transfers run again after "
+        "it expires (default 60)"
+    ),
+    "FEDLAKE_S3_ACCESS_KEY": "storage: S3 access key when an RSE protocol names none",
+    "FEDLAKE_S3_SECRET_KEY": "storage: S3 secret key when an RSE protocol names none",
+    "FEDLAKE_STORAGE_TOKEN": "storage: bearer token for WebDAV endpoints without their own",
     "FEDLAKE_URL": "client side: URL of the lake the CLI talks to",
     "FEDLAKE_ACCOUNT": "client side: account to act as",
     "FEDLAKE_USERNAME": "client side: username for userpass login",
@@ -47,6 +58,9 @@ class Settings:
     max_body_bytes: int = 256 * 1024 * 1024
     token_lifetime: int = 3600
     auth_cache_seconds: int = 5
+    transfer_threads: int = 32
+    transfer_max_active: int | None = None
+    transfer_lease_seconds: int = 60
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -61,6 +75,12 @@ class Settings:
             raise ValueError("FEDLAKE_TOKEN_LIFETIME must be at least 60 seconds")
         if not 0 <= self.auth_cache_seconds <= 300:
             raise ValueError("FEDLAKE_AUTH_CACHE_SECONDS must be from 0 to 300 seconds")
+        if not 1 <= self.transfer_threads <= 2000:
+            raise ValueError("FEDLAKE_TRANSFER_THREADS must be from 1 to 2000")
+        if self.transfer_max_active is not None and self.transfer_max_active < 1:
+            raise ValueError("FEDLAKE_TRANSFER_MAX_ACTIVE must be at least 1 (or unset)")
+        if not 5 <= self.transfer_lease_seconds <= 86400:
+            raise ValueError("FEDLAKE_TRANSFER_LEASE_SECONDS must be from 5 to 86400")
 
     def _default_database_url(self) -> str:
         return f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
@@ -108,4 +128,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "FEDLAKE_MAX_BODY_BYTES", 256 * 1024 * 1024),
         token_lifetime=_int(env, "FEDLAKE_TOKEN_LIFETIME", 3600),
         auth_cache_seconds=_int(env, "FEDLAKE_AUTH_CACHE_SECONDS", 5),
+        transfer_threads=_int(env, "FEDLAKE_TRANSFER_THREADS", 32),
+        transfer_max_active=(
+            _int(env, "FEDLAKE_TRANSFER_MAX_ACTIVE", 0)
+            if env.get("FEDLAKE_TRANSFER_MAX_ACTIVE")
+            else None
+        ),
+        transfer_lease_seconds=_int(env, "FEDLAKE_TRANSFER_LEASE_SECONDS", 60),
     )

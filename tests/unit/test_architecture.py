@@ -152,6 +152,7 @@ def test_client_depends_only_on_domain_and_storage() -> None:
         ("services", ("server", "cli", "web")),
         ("expressions", ("services", "server", "cli", "daemons", "auth", "client")),
         ("auth", ("services", "server", "cli", "daemons", "client")),
+        ("transfers", ("services", "server", "cli", "daemons", "auth", "web", "client")),
     ],
 )
 def test_imports_point_one_way(layer: str, forbidden: tuple[str, ...]) -> None:

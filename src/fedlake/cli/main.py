@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from fedlake.cli import admin, data, up
+from fedlake.cli import admin, daemons, data, up
 from fedlake.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -21,6 +21,7 @@ app = typer.Typer(
 up.register(app)
 data.register(app)
 admin.register(app)
+daemons.register(app)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ def up(
     from fedlake.bootstrap import build_lake, ensure_root
     from fedlake.daemons.runner import DaemonGroup
     from fedlake.daemons.temporary_sweeper import TemporarySweeper
+    from fedlake.daemons.transfers import TransferDaemon
     from fedlake.server.app import create_app
     from fedlake.services.embedded import ensure_local_rses
 
@@ -77,7 +78,7 @@ def up(
         console.print(f"  new RSEs       : {', '.join(created)}")
     console.print("  other shells   : `fedlake ls user.root` works with no configuration")
     console.print("Press Ctrl-C to stop.")
-    daemons = DaemonGroup([TemporarySweeper(lake)])
+    daemons = DaemonGroup([TemporarySweeper(lake), TransferDaemon(lake)])
     daemons.start()
     try:
         uvicorn.run(
