@@ -14,6 +14,10 @@ __all__ = ["get_storage", "known_schemes", "register"]
 # scheme -> (dotted class path, install hint); keep sorted
 _known: dict[str, dict[str, str]] = {
     "file": {"class": "fedlake.storage.backends.posix.PosixStorage", "err": ""},
+    "root": {
+        "class": "fedlake.storage.backends.xrootd.XRootDStorage",
+        "err": "pip install 'fedlake[xrootd]'",
+    },
 }
 assert list(_known) == sorted(_known)
 known_implementations = MappingProxyType(_known)
