@@ -18,6 +18,7 @@ _known: dict[str, dict[str, str]] = {
         "class": "fedlake.storage.backends.xrootd.XRootDStorage",
         "err": "pip install 'fedlake[xrootd]'",
     },
+    "tape": {"class": "fedlake.storage.backends.tape.TapeStorage", "err": ""},
 }
 assert list(_known) == sorted(_known)
 known_implementations = MappingProxyType(_known)
