@@ -18,6 +18,7 @@ _known: dict[str, dict[str, str]] = {
         "class": "fedlake.storage.backends.xrootd.XRootDStorage",
         "err": "pip install 'fedlake[xrootd]'",
     },
+    "s3": {"class": "fedlake.storage.backends.s3.S3Storage", "err": "pip install 'fedlake[s3]'"},
     "tape": {"class": "fedlake.storage.backends.tape.TapeStorage", "err": ""},
 }
 assert list(_known) == sorted(_known)
