@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from fedlake.cli import admin, daemons, data, up
+from fedlake.cli import admin, daemons, data, transfers, up
 from fedlake.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -22,6 +22,7 @@ up.register(app)
 data.register(app)
 admin.register(app)
 daemons.register(app)
+transfers.register(app)
 
 
 def main() -> None:

@@ -321,6 +321,48 @@ class Client:
     def delete_rule(self, rule_id: str) -> None:
         self.request("DELETE", f"/rules/{rule_id}", body={"purge_replicas": None})
 
+    # --- transfers (fedlake) -------------------------------------------------------------
+
+    def submit_transfers(self, dids: list[tuple[str, str]], rse: str, **options: Any) -> list[int]:
+        """Copy files (or every file of collections) to an RSE; one request id per file."""
+        body = {"dids": [{"scope": s, "name": n} for s, n in dids], "rse": rse} | options
+        return list(self._json("POST", "/transfers/", body=body)["request_ids"])
+
+    def list_transfers(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Requests, newest first; filters: state ("QUEUED,FAILED"), scope, name, rse,
+        rule_id, limit."""
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        return self._stream("GET", "/transfers/", params=params)
+
+    def get_transfer(self, request_id: int) -> dict[str, Any]:
+        return dict(self._json("GET", f"/transfers/{int(request_id)}"))
+
+    def cancel_transfer(self, request_id: int) -> None:
+        self.request("DELETE", f"/transfers/{int(request_id)}")
+
+    def retry_transfer(self, request_id: int) -> int:
+        return int(self._json("POST", f"/transfers/{int(request_id)}/retry")["request_id"])
+
+    def transfer_summary(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/transfers/summary"))
+
+    def transfer_links(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/transfers/links"))
+
+    def set_transfer_link(
+        self,
+        source: str,
+        dest: str,
+        *,
+        max_active: int | None,
+        optimizer: bool = True,
+        initial: int | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"max_active": max_active, "optimizer": optimizer}
+        if initial is not None:
+            body["initial"] = initial
+        self.request("PUT", f"/transfers/links/{_q(source)}/{_q(dest)}", body=body)
+
     def upload_bytes(
         self,
         scope: str,

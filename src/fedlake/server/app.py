@@ -9,7 +9,7 @@ from fedlake import __version__
 from fedlake.bootstrap import Lake
 from fedlake.domain.errors import LakeError
 from fedlake.server.errors import handle_http_exception, handle_lake_error, handle_unexpected
-from fedlake.server.routes import accounts, core, dids, files, replicas, rses, rules
+from fedlake.server.routes import accounts, core, dids, files, replicas, rses, rules, transfers
 
 __all__ = ["create_app"]
 
@@ -24,9 +24,10 @@ def create_app(lake: Lake) -> FastAPI:
     )
     app.state.lake = lake
     app.router.redirect_slashes = False
-    # the routers share no first path segment, so their order only decides how many routes
-    # a request is matched against: the hot ones (DIDs, replicas) come first
-    for module in (dids, replicas, rules, files, core, accounts, rses):
+    # no two routers match the same path (transfers adds /rses/{a}/distances/{b}, which no
+    # RSE route matches), so their order only decides how many routes a request is matched
+    # against: the hot ones (DIDs, replicas) come first
+    for module in (dids, replicas, rules, files, core, accounts, rses, transfers):
         app.include_router(module.router)
     app.add_exception_handler(LakeError, handle_lake_error)
     app.add_exception_handler(HTTPException, handle_http_exception)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import event
@@ -12,17 +13,21 @@ from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import transfers as core
-from fedlake.domain.errors import InvalidInput
+from fedlake.domain.errors import Duplicate, InvalidInput
 from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
 from fedlake.domain.types import DIDType, RequestState
 from fedlake.services._validate import opt_bool, opt_int, opt_str, req_dict, req_list, req_str
 from fedlake.transfers import wakeup
 
 __all__ = [
+    "add_distance",
     "cancel",
+    "delete_distance",
+    "get_distances",
     "get_request",
     "list_links",
     "list_requests",
+    "list_shares",
     "poke_after_commit",
     "retry",
     "set_distance",
@@ -30,9 +35,20 @@ __all__ = [
     "set_share",
     "submit",
     "summary",
+    "update_distance",
 ]
 
 MAX_LIST = 10_000
+_RULE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_SUBMIT_KEYS = {
+    "dids",
+    "rse",
+    "activity",
+    "priority",
+    "source_rse_expression",
+    "verify_source",
+    "max_attempts",
+}
 
 
 def poke_after_commit(s: Session) -> None:
@@ -51,6 +67,11 @@ def submit(lake: Lake, caller: Caller, body: Any) -> list[int]:
     """Copy DIDs (files, or every file of collections) to an RSE: one request per file."""
     require_admin(caller, "request transfers directly (add a rule instead)")
     body = req_dict(body, "the transfer")
+    unknown = sorted(set(body) - _SUBMIT_KEYS)
+    if unknown:
+        raise InvalidInput(
+            f"unknown transfer field(s) {', '.join(unknown)}; use {', '.join(sorted(_SUBMIT_KEYS))}"
+        )
     dids = req_list(body.get("dids"), "dids")
     if not dids:
         raise InvalidInput("a transfer needs at least one DID in 'dids'")
@@ -149,6 +170,11 @@ def list_requests(lake: Lake, filters: dict[str, str]) -> list[dict[str, Any]]:
         raise InvalidInput(f"limit must be an integer, got {filters['limit']!r}") from None
     if not 1 <= limit <= MAX_LIST:
         raise InvalidInput(f"limit must be 1 to {MAX_LIST}")
+    scope, name, rule_id = filters.get("scope"), filters.get("name"), filters.get("rule_id")
+    scope = None if scope is None else validate_scope(scope)
+    name = None if name is None else validate_did_name(name)
+    if rule_id is not None and not _RULE_ID.fullmatch(rule_id):
+        raise InvalidInput(f"rule_id must be 32 hexadecimal digits, got {rule_id!r}")
     with lake.db.read() as s:
         dest = None
         if "rse" in filters:
@@ -157,10 +183,10 @@ def list_requests(lake: Lake, filters: dict[str, str]) -> list[dict[str, Any]]:
         rows = core.list_requests(
             s,
             states=states,
-            scope=filters.get("scope"),
-            name=filters.get("name"),
+            scope=scope,
+            name=name,
             dest_rse_id=dest,
-            rule_id=filters.get("rule_id"),
+            rule_id=None if rule_id is None else rule_id.lower(),
             limit=limit,
         )
         return [core.request_dict(r, names) for r in rows]
@@ -282,10 +308,85 @@ def set_distance(lake: Lake, caller: Caller, source: str, dest: str, distance: A
         core.set_distance(s, a, b, distance)
 
 
+def list_shares(lake: Lake) -> dict[str, float]:
+    """Activity weights in force (activities without one weigh as ``default``, else 1)."""
+    with lake.db.read() as s:
+        return core.shares(s)
+
+
+def _distance_body(body: Any) -> tuple[int, bool]:
+    """``{"distance": n, "bidirectional": b}`` as the rucio client sends it (``ranking``,
+    the old name, is accepted too)."""
+    body = req_dict(body, "the distance")
+    unknown = sorted(set(body) - {"distance", "ranking", "bidirectional"})
+    if unknown:
+        raise InvalidInput(f"unknown distance field(s) {', '.join(unknown)}; use distance")
+    value = body.get("distance", body.get("ranking"))
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise InvalidInput(f"distance must be an integer from 0 to 1000000, got {value!r}")
+    both = body.get("bidirectional", False)
+    if not isinstance(both, bool):
+        raise InvalidInput("bidirectional must be true or false")
+    return value, both
+
+
+def add_distance(lake: Lake, caller: Caller, source: str, dest: str, body: Any) -> None:
+    """A new distance (Rucio's ``add_distance``); an existing one is a Duplicate."""
+    require_admin(caller, "set RSE distances")
+    value, both = _distance_body(body)
+    with lake.db.write() as s:
+        a, b = _two_rses(s, source, dest)
+        known = core.distances(s)
+        pairs = [(a, b), (b, a)] if both else [(a, b)]
+        for x, y in pairs:
+            if (x, y) in known:
+                names = core.rse_names(s)
+                raise Duplicate(
+                    f"a distance from {names[x]} to {names[y]} exists already; "
+                    "change it with PUT (update_distance)"
+                )
+        for x, y in pairs:
+            core.set_distance(s, x, y, value)
+
+
+def update_distance(lake: Lake, caller: Caller, source: str, dest: str, body: Any) -> None:
+    """Change a distance (Rucio's ``update_distance``): as in Rucio, a pair without one
+    stays without one."""
+    require_admin(caller, "set RSE distances")
+    value, both = _distance_body(body)
+    with lake.db.write() as s:
+        a, b = _two_rses(s, source, dest)
+        known = core.distances(s)
+        for x, y in [(a, b), (b, a)] if both else [(a, b)]:
+            if (x, y) in known:
+                core.set_distance(s, x, y, value)
+
+
+def delete_distance(
+    lake: Lake, caller: Caller, source: str, dest: str, bidirectional: bool = False
+) -> None:
+    require_admin(caller, "remove RSE distances")
+    with lake.db.write() as s:
+        a, b = _two_rses(s, source, dest)
+        for x, y in [(a, b), (b, a)] if bidirectional else [(a, b)]:
+            core.set_distance(s, x, y, None)
+
+
 def get_distances(lake: Lake, source: str, dest: str) -> list[dict[str, Any]]:
+    """Rucio's ``get_distance`` answer: a list of one entry, or empty."""
     with lake.db.read() as s:
         a, b = _two_rses(s, source, dest)
         d = core.distances(s).get((a, b))
         if d is None:
             return []
-        return [{"src_rse_id": a, "dest_rse_id": b, "distance": d, "ranking": d}]
+        names = core.rse_names(s)
+        return [
+            {
+                "src_rse_id": a,
+                "src_rse": names[a],
+                "dest_rse_id": b,
+                "dest_rse": names[b],
+                "distance": d,
+                "ranking": d,
+            }
+        ]
