@@ -27,7 +27,14 @@ from fedlake.domain.checksums import Digest
 from fedlake.domain.errors import ChecksumMismatch
 from fedlake.storage import get_storage
 from fedlake.storage.backends._s3_errors import map_error
-from fedlake.storage.backends.s3 import ENV_ACCESS_KEY, ENV_SECRET_KEY, S3Storage, parse_url
+from fedlake.storage.backends.s3 import (
+    ENV_ACCESS_KEY,
+    ENV_SECRET_KEY,
+    S3Storage,
+    _clip,
+    _Parts,
+    parse_url,
+)
 from fedlake.storage.base import Storage, TransientStorageError
 from fedlake.storage.testing import StorageConformance
 from tests.servers.moto import moto, start_moto
@@ -219,6 +226,21 @@ class _S3Suite(StorageConformance):
             storage.write(url, chunks())
         assert b"".join(storage.read(url)) == b"the other writer"
         assert pending_uploads(server, bucket) == []
+
+    def test_without_conditional_writes_only_the_first_check_guards(
+        self, server: S3Server, bucket: str
+    ) -> None:
+        """The refusal above comes from If-None-Match: without it the late writer wins."""
+        storage = storage_for(server, conditional_writes=False)
+        url = server.url(bucket, "race/unguarded")
+
+        def chunks() -> Iterator[bytes]:
+            yield b"mine, "
+            storage.write(url, [b"the other writer"])
+            yield b"written last"
+
+        storage.write(url, chunks())
+        assert b"".join(storage.read(url)) == b"mine, written last"
 
     # --- buckets and prefixes --------------------------------------------------------------
 
@@ -466,6 +488,19 @@ def test_one_client_per_endpoint_and_credentials(monkeypatch: pytest.MonkeyPatch
     first = env.client(a)
     monkeypatch.setenv(ENV_SECRET_KEY, "s2")
     assert env.client(a) is not first
+
+
+def test_parts_and_clipping() -> None:
+    """Cutting a stream into parts, and a range cut client-side (a server ignoring Range)."""
+    parts = _Parts(4)
+    got = [parts.add(c) for c in (b"ab", b"cdefghijk", b"", b"lmn")]
+    assert got == [[], [b"abcd", b"efgh"], [], [b"ijkl"]]
+    assert parts.rest() == b"mn"
+    chunks = [b"0123", b"4567", b"89"]
+    assert b"".join(_clip(chunks, 3, 4)) == b"3456"
+    assert b"".join(_clip(chunks, 8, None)) == b"89"
+    assert b"".join(_clip(chunks, 0, 0)) == b""
+    assert b"".join(_clip(chunks, 20, 5)) == b""
 
 
 def _reply(code: str, status: int) -> bx.ClientError:
