@@ -79,8 +79,8 @@ class Settings:
             raise ValueError("FEDLAKE_TRANSFER_THREADS must be from 1 to 2000")
         if self.transfer_max_active is not None and self.transfer_max_active < 1:
             raise ValueError("FEDLAKE_TRANSFER_MAX_ACTIVE must be at least 1 (or unset)")
-        if not 5 <= self.transfer_lease_seconds <= 86400:
-            raise ValueError("FEDLAKE_TRANSFER_LEASE_SECONDS must be from 5 to 86400")
+        if not 2 <= self.transfer_lease_seconds <= 86400:
+            raise ValueError("FEDLAKE_TRANSFER_LEASE_SECONDS must be from 2 to 86400")
 
     def _default_database_url(self) -> str:
         return f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"

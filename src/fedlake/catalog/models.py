@@ -444,6 +444,7 @@ class TransferRequest(Base):
     verify_source: Mapped[bool] = mapped_column(Boolean, default=False)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    leases_lost: Mapped[int] = mapped_column(Integer, default=0)  # workers died holding it
     not_before: Mapped[datetime] = mapped_column(DateTime, default=_now)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires: Mapped[datetime | None] = mapped_column(DateTime)

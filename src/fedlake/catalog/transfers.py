@@ -115,6 +115,7 @@ class Claimed:
     source_rse_id: str | None = None
     source_rse_expression: str | None = None
     source_path: str | None = None  # stored path of the source replica (non-deterministic)
+    leases_lost: int = 0  # times a worker died (or hung) while holding it
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,7 @@ def queue_requests(session: Session, items: Sequence[NewRequest]) -> list[int]:
             "verify_source": i.verify_source,
             "attempt": 0,
             "max_attempts": i.max_attempts,
+            "leases_lost": 0,
             "not_before": now,
             "bytes_done": 0,
             "created_at": now,
@@ -318,6 +320,7 @@ _CLAIM_COLS = (
     TransferRequest.state,
     TransferRequest.excluded_sources,
     TransferRequest.source_rse_expression,
+    TransferRequest.leases_lost,
 )
 
 
@@ -338,6 +341,7 @@ def _claimed(row: Any) -> Claimed:
         state=row[12],
         excluded=json.loads(row[13]) if row[13] else [],
         source_rse_expression=row[14],
+        leases_lost=row[15],
     )
 
 
@@ -416,12 +420,16 @@ def mark_submitted(
             state=_S,
             source_rse_id=bindparam("src"),
             attempt=bindparam("att"),
+            leases_lost=bindparam("lost"),
             lease_owner=owner,
             lease_expires=expires,
             submitted_at=now,
             updated_at=now,
         ),
-        [{"rid": c.id, "src": c.source_rse_id, "att": c.attempt} for c in claimed],
+        [
+            {"rid": c.id, "src": c.source_rse_id, "att": c.attempt, "lost": c.leases_lost}
+            for c in claimed
+        ],
     )
     events.emit_many(
         session,

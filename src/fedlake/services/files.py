@@ -11,7 +11,7 @@ from fedlake.catalog import dids as did_core
 from fedlake.catalog import replicas as core
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import rules as rule_core
-from fedlake.catalog.models import DID, Replica
+from fedlake.catalog.models import DID, Replica, RSEProtocol
 from fedlake.domain.checksums import Digest, normalize_adler32, normalize_md5
 from fedlake.domain.errors import (
     DIDAlreadyExists,
@@ -26,12 +26,19 @@ from fedlake.domain.names import validate_did_name, validate_rse_name, validate_
 from fedlake.domain.paths import build_pfn
 from fedlake.domain.types import ReplicaState
 from fedlake.services.replicas import best_pfn
-from fedlake.storage import get_storage
+from fedlake.storage import Storage, get_storage
+from fedlake.storage.registry import protocol_options
 
 __all__ = ["open_file", "store_file"]
 
 
-def _write_pfn(info: rse_core.RSEInfo, scope: str, name: str) -> tuple[str, str | None]:
+def _storage(p: RSEProtocol) -> Storage:
+    return get_storage(p.scheme, **protocol_options(p.extended_attributes))
+
+
+def _write_pfn(
+    info: rse_core.RSEInfo, scope: str, name: str
+) -> tuple[str, str | None, RSEProtocol]:
     protos = sorted(
         (p for p in info.protocols if p.write_wan is not None), key=lambda p: p.write_wan or 0
     )
@@ -40,7 +47,7 @@ def _write_pfn(info: rse_core.RSEInfo, scope: str, name: str) -> tuple[str, str 
     p = protos[0]
     path = core.replica_path(info, scope, name, None) if info.deterministic else f"{scope}/{name}"
     pfn = build_pfn(p.scheme, p.hostname, p.port, p.prefix, path)
-    return pfn, None if info.deterministic else pfn
+    return pfn, None if info.deterministic else pfn, p
 
 
 def store_file(
@@ -77,8 +84,8 @@ def store_file(
                 raise Duplicate(f"{scope}:{name} already has a replica on {rse}")
         else:
             did_core.check_new_names(s, [(scope, name)])
-    pfn, stored_pfn = _write_pfn(info, scope, name)
-    storage = get_storage(urlsplit(pfn).scheme)
+    pfn, stored_pfn, proto = _write_pfn(info, scope, name)
+    storage = _storage(proto)
     try:
         storage.write(pfn, chunks, expected=Digest(size, adler or "", md5n))
     except FileExistsError:
@@ -100,7 +107,7 @@ def open_file(
 ) -> tuple[int, Iterator[bytes]]:
     """(size, byte stream) of the best available replica, optionally of bytes [start, end]."""
     pfn = best_pfn(lake, scope, name)
-    storage = get_storage(urlsplit(pfn).scheme)
+    storage = _storage_of_pfn(lake, pfn)
     try:
         st = storage.stat(pfn)
     except FileNotFoundError:
@@ -112,3 +119,14 @@ def open_file(
         raise RangeNotSatisfiable(f"range starts at {start} but {scope}:{name} has {st.size} bytes")
     last = st.size - 1 if end is None else min(end, st.size - 1)
     return st.size, storage.read(pfn, start, last - start + 1)
+
+
+def _storage_of_pfn(lake: Lake, pfn: str) -> Storage:
+    """The plugin (with the protocol's options) of the RSE protocol ``pfn`` belongs to."""
+    with lake.db.read() as s:
+        for row in rse_core.all_rses(s):
+            for p in rse_core.protocols(s, row.id):
+                head = build_pfn(p.scheme, p.hostname, p.port, p.prefix, "")
+                if pfn.startswith(head):
+                    return _storage(p)
+    return get_storage(urlsplit(pfn).scheme)

@@ -18,11 +18,15 @@ from dataclasses import dataclass
 
 from fedlake.domain.checksums import Digest
 
-__all__ = ["StatResult", "Storage", "Stageable", "TransientStorageError"]
+__all__ = ["NotOnline", "Stageable", "StatResult", "Storage", "TransientStorageError"]
 
 
 class TransientStorageError(OSError):
     """The server failed in a way that may pass (5xx, throttling, a broken stream)."""
+
+
+class NotOnline(TransientStorageError):
+    """The file is on tape only: ``stage`` it, wait until ``is_online``, then read."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ __all__ = ["Copier"]
 
 log = logging.getLogger("fedlake.transfers")
 STAGE_POLL = 2.0
+PIN_SECONDS = 900.0  # long enough for the copy; released right after it
 
 
 def _tpc_pair(src: list[Endpoint], dst: list[Endpoint]) -> tuple[Endpoint, Endpoint] | None:
@@ -77,6 +78,7 @@ class Copier:
                     not_before=utcnow() + timedelta(seconds=self.stage_poll),
                 )
             tpc = self._copy(c, srcs, dsts, src_path, dest_path)
+            self._release(srcs[0], src_path)
             return outcome("done", bytes=c.bytes, tpc=tpc)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded attempt
             verdict = classify(exc)
@@ -114,10 +116,18 @@ class Copier:
         try:
             if storage.is_online(url):
                 return True
-            storage.stage(url)
+            storage.stage(url, pin_seconds=PIN_SECONDS)
             return storage.is_online(url)
         except Exception as exc:
             raise SourceError(exc) from exc
+
+    def _release(self, src: Endpoint, path: str) -> None:
+        """Drop the staging pin once copied, so the tape buffer can evict the file."""
+        if isinstance(src.storage, Stageable):
+            try:
+                src.storage.release(src.url(path))
+            except Exception:  # the pin expires by itself
+                log.warning("releasing the pin of %s failed", src.url(path), exc_info=True)
 
     def _copy(
         self,

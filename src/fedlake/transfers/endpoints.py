@@ -6,7 +6,6 @@ the protocol per operation as Rucio does (lowest non-null priority wins).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from fedlake.domain.errors import ProtocolNotSupported
 from fedlake.domain.paths import build_pfn
 from fedlake.expressions.rse_expression import evaluate
 from fedlake.storage import Storage, get_storage
+from fedlake.storage.registry import protocol_options
 
 __all__ = ["Endpoint", "Endpoints", "Limits"]
 
@@ -55,16 +55,6 @@ class Limits:
     global_max: int | None
 
 
-def _options(p: RSEProtocol) -> dict[str, Any]:
-    if not p.extended_attributes:
-        return {}
-    value = json.loads(p.extended_attributes)
-    if not isinstance(value, dict):
-        return {}
-    opts = value.get("fedlake_storage_options", {})
-    return dict(opts) if isinstance(opts, dict) else {}
-
-
 class Endpoints:
     """A worker's cached view of RSEs; refreshed every ``ttl`` seconds."""
 
@@ -79,7 +69,6 @@ class Endpoints:
         self._names: dict[str, str] = {}
         self._distances: dict[tuple[str, str], int] = {}
         self._limits = Limits({}, {}, {}, global_max)
-        self._storages: dict[tuple[str, str], Storage] = {}
         self._expr_cache: dict[str, frozenset[str]] = {}
 
     def refresh(self, force: bool = False) -> None:
@@ -152,13 +141,7 @@ class Endpoints:
     # --- protocols -------------------------------------------------------------------------
 
     def _storage(self, p: RSEProtocol) -> Storage:
-        opts = _options(p)
-        key = (p.scheme, json.dumps(opts, sort_keys=True))
-        found = self._storages.get(key)
-        if found is None:
-            found = get_storage(p.scheme, **opts)
-            self._storages[key] = found
-        return found
+        return get_storage(p.scheme, **protocol_options(p.extended_attributes))
 
     def _endpoint(self, p: RSEProtocol) -> Endpoint:
         return Endpoint(

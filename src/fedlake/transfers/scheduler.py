@@ -21,7 +21,10 @@ from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import RequestState
 from fedlake.transfers.endpoints import Endpoints, Limits
 
-__all__ = ["Scheduler"]
+__all__ = ["LEASES_LOST_LIMIT", "Scheduler"]
+
+#: a request whose workers died this many times is failed (it may be what kills them)
+LEASES_LOST_LIMIT = 30
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Scheduler:
                 lost,
                 now,
                 state=RequestState.FAILED.value,
-                reason="the workers running it stopped answering too many times",
+                reason=f"{LEASES_LOST_LIMIT} workers died or hung while running it",
             )
         return chosen
 
@@ -125,9 +128,13 @@ class Scheduler:
         for c in cands:
             if len(chosen) >= n:
                 break
-            if c.state == RequestState.SUBMITTED.value and c.attempt >= c.max_attempts:
-                lost.append(c)
-                continue
+            expired = c.state == RequestState.SUBMITTED.value
+            if expired:
+                # its worker died or hung: not the request's failure, unless it keeps happening
+                c.leases_lost += 1
+                if c.leases_lost > LEASES_LOST_LIMIT:
+                    lost.append(c)
+                    continue
             options = [
                 (rse_id, path)
                 for rse_id, path in sources.get((c.scope, c.name), [])
@@ -150,7 +157,8 @@ class Scheduler:
                 if capacity.fits(rse_id, c.dest_rse_id):
                     capacity.take(rse_id, c.dest_rse_id)
                     c.source_rse_id, c.source_path = rse_id, path
-                    c.attempt += 1
+                    if not expired:
+                        c.attempt += 1
                     chosen.append(c)
                     break
             else:

@@ -222,3 +222,65 @@ def test_limits_hold(lake: Lake, root: Caller, put: Callable[..., Any]) -> None:
         from fedlake.catalog import transfers as core
 
         core.release(s, w.owner)
+
+
+def test_a_tape_source_is_staged_before_the_copy(
+    lake: Lake, root: Caller, worker: TransferWorker, tmp_path: Path
+) -> None:
+    """The only replica is on the tape emulation, offline: the request WAITs for the
+    recall, then copies; the pin is released afterwards."""
+    import zlib
+
+    from fedlake.catalog import rses as rse_core
+    from fedlake.domain.paths import build_pfn, path_hash
+    from fedlake.services import accounts as account_svc
+    from fedlake.services import replicas as replica_svc
+    from fedlake.storage import get_storage
+
+    options = {"root": str(tmp_path / "tape"), "recall_latency": 0.4}
+    with lake.db.write() as s:
+        row = rse_core.add_rse(
+            s, "EMU-TAPE", deterministic=True, lfn2pfn_algorithm="hash", rse_type="TAPE"
+        )
+        rse_core.add_protocol(
+            s,
+            row,
+            {
+                "scheme": "tape",
+                "hostname": "localhost",
+                "port": 0,
+                "prefix": "/archive",
+                "impl": "fedlake.tape",
+                "extended_attributes": {"fedlake_storage_options": options},
+                "domains": {"wan": {"read": 1, "write": 1, "delete": 1}},
+            },
+        )
+    account_svc.add_scope(lake, root, SCOPE, "root")
+    data = b"photons from last night\n" * 100
+    url = build_pfn("tape", "localhost", 0, "/archive", path_hash(SCOPE, "night.fits"))
+    tape = get_storage("tape", **options)
+    tape.write(url, [data])
+    tape.evict(url)  # type: ignore[attr-defined]
+    assert not tape.is_online(url)  # type: ignore[attr-defined]
+    replica_svc.add_replicas(
+        lake,
+        root,
+        {
+            "rse": "EMU-TAPE",
+            "files": [
+                {
+                    "scope": SCOPE,
+                    "name": "night.fits",
+                    "bytes": len(data),
+                    "adler32": f"{zlib.adler32(data):08x}",
+                }
+            ],
+        },
+    )
+    [rid] = submit(lake, root, ["night.fits"])
+    [req] = wait_for(lake, [rid])
+    assert req["state"] == "DONE", req
+    states = [a["state"] for a in req["attempts"]]
+    assert states[0] == "WAITING" and states[-1] == "DONE", states
+    assert pfn_on(lake, "LOCAL-SAFE", "night.fits").read_bytes() == data
+    assert req["attempt"] == 1  # staging polls are not counted as failed attempts

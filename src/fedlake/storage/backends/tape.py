@@ -60,7 +60,7 @@ from fedlake.domain.checksums import Digest
 from fedlake.domain.errors import ChecksumMismatch
 from fedlake.storage.backends.posix import TMP_MARK, is_temporary
 from fedlake.storage.backends.posix import sweep_temporaries as _sweep
-from fedlake.storage.base import Stageable, StatResult, Storage, TransientStorageError
+from fedlake.storage.base import NotOnline, Stageable, StatResult, Storage
 from fedlake.storage.checksums import checksummer, file_digest
 
 __all__ = ["NotOnline", "TapeStorage"]
@@ -77,10 +77,6 @@ CREATE TABLE IF NOT EXISTS recalls (
     path TEXT PRIMARY KEY, id TEXT NOT NULL, requested REAL NOT NULL, due REAL NOT NULL,
     pin_seconds REAL NOT NULL, done INTEGER NOT NULL);
 """
-
-
-class NotOnline(TransientStorageError):
-    """The file is on tape only: ``stage`` it, wait until ``is_online``, then read."""
 
 
 def _copy_bytes(src: Path, dst: Path) -> None:

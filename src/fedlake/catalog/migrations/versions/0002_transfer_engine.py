@@ -70,6 +70,7 @@ def upgrade() -> None:
         sa.Column("verify_source", sa.Boolean(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("max_attempts", sa.Integer(), nullable=False),
+        sa.Column("leases_lost", sa.Integer(), nullable=False),
         sa.Column("not_before", sa.DateTime(), nullable=False),
         sa.Column("lease_owner", sa.String(length=64), nullable=True),
         sa.Column("lease_expires", sa.DateTime(), nullable=True),
