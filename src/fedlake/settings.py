@@ -28,7 +28,7 @@ ENV_VARS: dict[str, str] = {
         "(default 5; 0 checks every request)"
     ),
     "FEDLAKE_TRANSFER_THREADS": (
-        "transfers one worker process runs at once (default 32; `fedlake up` runs one worker)"
+        "transfers one worker process runs at once (default 128; `fedlake up` runs one worker)"
     ),
     "FEDLAKE_TRANSFER_MAX_ACTIVE": "lake-wide limit of running transfers (default: no limit)",
     "FEDLAKE_TRANSFER_LEASE_SECONDS": (
@@ -58,7 +58,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024 * 1024
     token_lifetime: int = 3600
     auth_cache_seconds: int = 5
-    transfer_threads: int = 32
+    transfer_threads: int = 128
     transfer_max_active: int | None = None
     transfer_lease_seconds: int = 60
 
@@ -128,7 +128,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "FEDLAKE_MAX_BODY_BYTES", 256 * 1024 * 1024),
         token_lifetime=_int(env, "FEDLAKE_TOKEN_LIFETIME", 3600),
         auth_cache_seconds=_int(env, "FEDLAKE_AUTH_CACHE_SECONDS", 5),
-        transfer_threads=_int(env, "FEDLAKE_TRANSFER_THREADS", 32),
+        transfer_threads=_int(env, "FEDLAKE_TRANSFER_THREADS", 128),
         transfer_max_active=(
             _int(env, "FEDLAKE_TRANSFER_MAX_ACTIVE", 0)
             if env.get("FEDLAKE_TRANSFER_MAX_ACTIVE")

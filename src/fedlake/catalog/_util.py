@@ -14,7 +14,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import NullType, TypeDecorator
 
-__all__ = ["chunks", "dumps", "insert_rows", "loads", "pairs_in"]
+__all__ = ["chunks", "dumps", "ids_in", "insert_rows", "loads", "pairs_in"]
 
 T = TypeVar("T")
 CHUNK = 2000  # pairs_in sends a chunk as one parameter; plain in_() lists stay well below limits
@@ -95,6 +95,46 @@ def pairs_in(col_a: Any, col_b: Any, pairs: Sequence[tuple[str, str]]) -> Column
     if len(pairs) <= 4:
         return tuple_(col_a, col_b).in_(pairs)
     return _PairsIn(col_a, col_b, pairs)
+
+
+class _IdsIn(ColumnElement[bool]):
+    """``col IN (integers from one JSON parameter)``: compiled once, whatever the count."""
+
+    __visit_name__ = "fedlake_ids_in"
+    inherit_cache = True
+    type = NullType()  # type: ignore[assignment]
+    _traverse_internals = [
+        ("col", InternalTraversal.dp_clauseelement),
+        ("param", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, col: Any, ids: Sequence[int]) -> None:
+        self.col = col
+        self.param = bindparam(None, list(ids), type_=_PairsJSON())
+
+
+@compiles(_IdsIn)
+def _ids_in_default(element: _IdsIn, compiler: SQLCompiler, **kw: Any) -> str:
+    c, p = compiler.process(element.col, **kw), compiler.process(element.param, **kw)
+    return f"{c} IN (SELECT value FROM json_each({p}))"
+
+
+@compiles(_IdsIn, "postgresql")
+def _ids_in_pg(element: _IdsIn, compiler: SQLCompiler, **kw: Any) -> str:
+    c, p = compiler.process(element.col, **kw), compiler.process(element.param, **kw)
+    return (
+        f"{c} IN (SELECT CAST(fl_i.v AS BIGINT) "
+        f"FROM json_array_elements_text(CAST({p} AS JSON)) AS fl_i(v))"
+    )
+
+
+def ids_in(col: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """``col IN (...)`` for many integer ids as one JSON parameter (see ``_IdsIn``)."""
+    if not ids:
+        return and_(col.is_(None), col.is_not(None))
+    if len(ids) <= 4:
+        return col.in_(list(ids))  # type: ignore[no-any-return]
+    return _IdsIn(col, ids)
 
 
 def dumps(value: Any) -> str:

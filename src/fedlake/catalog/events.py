@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from fedlake.catalog._util import dumps
+from fedlake.catalog._util import dumps, insert_rows
 from fedlake.catalog.models import Event
 from fedlake.domain.timefmt import utcnow
 
@@ -24,7 +24,8 @@ def emit(session: Session, event_type: str, payload: dict[str, Any]) -> None:
 def emit_many(session: Session, event_type: str, payloads: list[dict[str, Any]]) -> None:
     if payloads:
         now = utcnow()
-        session.execute(
-            insert(Event),
+        insert_rows(
+            session,
+            Event,
             [{"event_type": event_type, "payload": dumps(p), "created_at": now} for p in payloads],
         )

@@ -456,7 +456,8 @@ class TransferRequest(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     __table_args__ = (
         ForeignKeyConstraint(["scope", "name"], ["dids.scope", "dids.name"]),
-        Index("transfer_requests_queue_idx", "state", "not_before", "priority"),
+        # claims read "state = X ORDER BY priority DESC, id" straight off this index
+        Index("transfer_requests_queue_idx", "state", text("priority DESC"), "id"),
         Index("transfer_requests_did_idx", "scope", "name"),
         Index("transfer_requests_rule_idx", "rule_id"),
         Index("transfer_requests_lease_idx", "lease_owner"),

@@ -20,7 +20,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     literal,
     select,
     text,
@@ -32,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from fedlake.catalog import events
 from fedlake.catalog import rules as rule_core
-from fedlake.catalog._util import chunks, pairs_in
+from fedlake.catalog._util import chunks, ids_in, insert_rows, pairs_in
 from fedlake.catalog.models import (
     DID,
     RSE,
@@ -206,26 +205,25 @@ def queue_requests(session: Session, items: Sequence[NewRequest]) -> list[int]:
         for i in items
     ]
     session.execute(_insert_ignoring_active(session), rows)
-    ids: list[int] = []
-    for i in items:
-        rid = session.scalar(
-            select(TransferRequest.id).where(
-                TransferRequest.scope == i.scope,
-                TransferRequest.name == i.name,
-                TransferRequest.dest_rse_id == i.dest_rse_id,
+    found_ids: dict[tuple[str, str, str], int] = {}
+    dests = sorted({i.dest_rse_id for i in items})
+    for batch in chunks(keys):
+        for rid, sc, nm, dest in session.execute(
+            select(
+                TransferRequest.id,
+                TransferRequest.scope,
+                TransferRequest.name,
+                TransferRequest.dest_rse_id,
+            ).where(
+                pairs_in(TransferRequest.scope, TransferRequest.name, batch),
+                TransferRequest.dest_rse_id.in_(dests),
                 TransferRequest.state.in_(ACTIVE),
             )
-        )
-        assert rid is not None
-        ids.append(rid)
-    events.emit_many(
-        session,
-        "transfer-queued",
-        [
-            {"request_id": r, "scope": i.scope, "name": i.name}
-            for r, i in zip(ids, items, strict=True)
-        ],
-    )
+        ):
+            found_ids[(sc, nm, dest)] = rid
+    ids = [found_ids[(i.scope, i.name, i.dest_rse_id)] for i in items]
+    # one event per call: the ids say which requests (monitoring expands them if it wants)
+    events.emit(session, "transfer-queued", {"request_ids": ids})
     _notify(session)
     return ids
 
@@ -431,13 +429,10 @@ def mark_submitted(
             for c in claimed
         ],
     )
-    events.emit_many(
+    events.emit(
         session,
         "transfer-submitted",
-        [
-            {"request_id": c.id, "scope": c.scope, "name": c.name, "attempt": c.attempt}
-            for c in claimed
-        ],
+        {"worker": owner, "requests": [[c.id, c.attempt, c.source_rse_id] for c in claimed]},
     )
 
 
@@ -510,7 +505,7 @@ def release(session: Session, owner: str, ids: Sequence[int] | None = None) -> i
 
 def _owned(session: Session, owner: str, ids: list[int]) -> set[int]:
     q = select(TransferRequest.id).where(
-        TransferRequest.id.in_(ids),
+        ids_in(TransferRequest.id, ids),
         TransferRequest.lease_owner == owner,
         TransferRequest.state == _S,
     )
@@ -531,8 +526,9 @@ def complete(session: Session, owner: str, outcomes: Sequence[Outcome]) -> list[
     now = utcnow()
     conn = session.connection()
     t = TransferRequest.__table__
-    session.execute(
-        insert(TransferAttempt),
+    insert_rows(
+        session,
+        TransferAttempt,
         [
             {
                 "request_id": o.request_id,
@@ -725,8 +721,9 @@ def _replicas_available(session: Session, done: Sequence[Outcome], now: datetime
                     )
                 )
             }
-            session.execute(
-                insert(Replica),
+            insert_rows(
+                session,
+                Replica,
                 [
                     {
                         "rse_id": rse_id,

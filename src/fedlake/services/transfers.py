@@ -109,8 +109,13 @@ def submit(lake: Lake, caller: Caller, body: Any) -> list[int]:
 
             resolve(s, source)  # a clear error for a bad expression, now
         files: list[tuple[str, str]] = []
+        known = did_core.existing_dids(s, keys)
         for scope, name in keys:
-            files.extend(_files(s, scope, name))
+            did = known.get((scope, name))
+            if did is not None and did.did_type == DIDType.FILE.value:
+                files.append((scope, name))
+            else:
+                files.extend(_files(s, scope, name))  # a collection, or a clear not-found
         items = [
             core.NewRequest(
                 scope,

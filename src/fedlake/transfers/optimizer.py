@@ -95,11 +95,14 @@ class Optimizer:
                     continue
                 link = links.get(key)
                 if link is None:
+                    # a new link starts where it runs now (never below START_ACTIVE)
                     link = TransferLink(
                         source_rse_id=source,
                         dest_rse_id=dest,
                         optimizer=True,
-                        optimal_active=START_ACTIVE,
+                        optimal_active=min(
+                            self.ceiling, max(START_ACTIVE, running.get(key, 0))
+                        ),
                         throughput=0.0,
                         files_per_second=0.0,
                         success_rate=1.0,

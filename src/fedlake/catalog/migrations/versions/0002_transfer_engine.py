@@ -101,7 +101,9 @@ def upgrade() -> None:
         batch_op.create_index("transfer_requests_did_idx", ["scope", "name"], unique=False)
         batch_op.create_index("transfer_requests_lease_idx", ["lease_owner"], unique=False)
         batch_op.create_index(
-            "transfer_requests_queue_idx", ["state", "not_before", "priority"], unique=False
+            "transfer_requests_queue_idx",
+            ["state", sa.text("priority DESC"), "id"],
+            unique=False,
         )
         batch_op.create_index("transfer_requests_rule_idx", ["rule_id"], unique=False)
 
