@@ -124,7 +124,7 @@ class TransferWorker:
                     continue
             try:
                 claimed = self.scheduler.claim(min(free, self.config.batch))
-            except Exception:  # noqa: BLE001 - the database may be briefly away: retry
+            except Exception:  # the database may be briefly away: retry
                 log.exception("claiming transfers failed; retrying")
                 self._stop.wait(1.0)
                 continue

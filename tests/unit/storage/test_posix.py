@@ -192,3 +192,23 @@ def test_sweep_leaves_temporaries_of_running_writes(tmp_path: Path) -> None:
 
 def test_sweep_of_a_missing_root(tmp_path: Path) -> None:
     assert sweep_temporaries(tmp_path / "nope") == 0
+
+
+class TestPosixConformanceWithFsync(StorageConformance):
+    """The same behaviour with ``fsync`` on (files and directories flushed to disk)."""
+
+    __test__ = True
+
+    @pytest.fixture
+    def storage(self) -> Storage:
+        return PosixStorage(fsync=True)
+
+    @pytest.fixture
+    def base_url(self, tmp_path: Path) -> str:
+        return f"file://localhost{tmp_path}"
+
+
+def test_fsync_option_is_checked() -> None:
+    with pytest.raises(ValueError, match="fsync must be true or false"):
+        PosixStorage(fsync="yes")  # type: ignore[arg-type]
+    assert get_storage("file", fsync=True).fsync is True  # type: ignore[attr-defined]
