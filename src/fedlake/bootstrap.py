@@ -11,8 +11,9 @@ from fedlake.auth.userpass import Throttle
 from fedlake.catalog.db import Database
 from fedlake.catalog.migrate import upgrade
 from fedlake.settings import Settings, load_settings
+from fedlake.transfers import wakeup
 
-__all__ = ["Lake", "build_lake", "ensure_root"]
+__all__ = ["Lake", "build_lake", "ensure_root", "run_dir"]
 
 
 @dataclass
@@ -34,7 +35,13 @@ def build_lake(settings: Settings | None = None, *, migrate: bool = True) -> Lak
     if migrate:
         upgrade(db)
     tokens = TokenService(db, settings.public_url, settings.token_lifetime)
+    wakeup.set_run_dir(run_dir(settings))
     return Lake(settings=settings, db=db, tokens=tokens)
+
+
+def run_dir(settings: Settings) -> Path:
+    """Sockets and other per-host runtime files of the lake."""
+    return Path(settings.data_dir) / "run"
 
 
 def ensure_root(lake: Lake) -> str | None:

@@ -41,7 +41,7 @@ def up(
     from fedlake.bootstrap import build_lake, ensure_root
     from fedlake.daemons.runner import DaemonGroup
     from fedlake.daemons.temporary_sweeper import TemporarySweeper
-    from fedlake.daemons.transfers import TransferDaemon
+    from fedlake.daemons.transfers import TransferProcess
     from fedlake.server.app import create_app
     from fedlake.services.embedded import ensure_local_rses
 
@@ -78,7 +78,7 @@ def up(
         console.print(f"  new RSEs       : {', '.join(created)}")
     console.print("  other shells   : `fedlake ls user.root` works with no configuration")
     console.print("Press Ctrl-C to stop.")
-    daemons = DaemonGroup([TemporarySweeper(lake), TransferDaemon(lake)])
+    daemons = DaemonGroup([TemporarySweeper(lake), TransferProcess(lake)])
     daemons.start()
     try:
         uvicorn.run(

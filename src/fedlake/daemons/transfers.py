@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from fedlake.bootstrap import Lake
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from fedlake.bootstrap import Lake, run_dir
 from fedlake.daemons.runner import Daemon
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
 
-__all__ = ["TransferDaemon", "worker_config"]
+__all__ = ["TransferDaemon", "TransferProcess", "worker_config"]
+
+log = logging.getLogger("fedlake.daemons")
 
 
 def worker_config(lake: Lake, threads: int | None = None) -> WorkerConfig:
@@ -15,6 +24,7 @@ def worker_config(lake: Lake, threads: int | None = None) -> WorkerConfig:
         threads=threads or s.transfer_threads,
         lease=float(s.transfer_lease_seconds),
         global_max=s.transfer_max_active,
+        run_dir=str(run_dir(s)),
     )
 
 
@@ -34,3 +44,69 @@ class TransferDaemon(Daemon):
         self.worker.start()
         self.stop_event.wait()
         self.worker.stop(timeout=min(30.0, self.lake.settings.transfer_lease_seconds / 2))
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (even by SIGKILL)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class TransferProcess(Daemon):
+    """Runs the transfer worker as a child process (``fedlake daemon transfers``) and
+    restarts it if it dies: the embedded lake then uses a second core for moving data,
+    and the API stays responsive under a heavy transfer load."""
+
+    name = "transfers"
+    restart_delay = 1.0
+
+    def __init__(self, lake: Lake) -> None:
+        super().__init__(lake)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def run_once(self) -> int:
+        return 0
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        s = self.lake.settings
+        env = dict(os.environ)
+        env["FEDLAKE_DATA_DIR"] = str(s.data_dir)
+        env["FEDLAKE_DATABASE_URL"] = s.database_url
+        log_path = Path(s.data_dir) / "transfers.log"
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fedlake.cli", "daemon", "transfers"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        self.starts += 1
+        return proc
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.process = self._spawn()
+            while self.process.poll() is None and not self.stop_event.is_set():
+                self.stop_event.wait(0.5)
+            if not self.stop_event.is_set():
+                log.warning(
+                    "the transfer worker exited with %s; restarting it (log: %s)",
+                    self.process.returncode,
+                    Path(self.lake.settings.data_dir) / "transfers.log",
+                )
+                self.stop_event.wait(self.restart_delay)
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self.lake.settings.transfer_lease_seconds / 2 + 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

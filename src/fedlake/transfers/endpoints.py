@@ -70,6 +70,7 @@ class Endpoints:
         self._distances: dict[tuple[str, str], int] = {}
         self._limits = Limits({}, {}, {}, global_max)
         self._expr_cache: dict[str, frozenset[str]] = {}
+        self._endpoint_cache: dict[tuple[str, str], list[Endpoint]] = {}
 
     def refresh(self, force: bool = False) -> None:
         with self._lock:
@@ -101,6 +102,7 @@ class Endpoints:
             self._distances = dist
             self._limits = Limits(links, inbound, outbound, self.global_max)
             self._expr_cache = {}
+            self._endpoint_cache = {}
             self._loaded = time.monotonic()
 
     # --- lookups ---------------------------------------------------------------------------
@@ -156,6 +158,15 @@ class Endpoints:
 
     def endpoints(self, rse_id: str, operation: str) -> list[Endpoint]:
         """Protocols for ``read`` or ``write`` in priority order (WAN priorities)."""
+        self.refresh()
+        cached = self._endpoint_cache.get((rse_id, operation))
+        if cached is not None:
+            return cached
+        found = self._endpoints(rse_id, operation)
+        self._endpoint_cache[(rse_id, operation)] = found
+        return found
+
+    def _endpoints(self, rse_id: str, operation: str) -> list[Endpoint]:
         info = self.info(rse_id)
         attr = "read_wan" if operation == "read" else "write_wan"
         protos = sorted(

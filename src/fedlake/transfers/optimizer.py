@@ -100,9 +100,7 @@ class Optimizer:
                         source_rse_id=source,
                         dest_rse_id=dest,
                         optimizer=True,
-                        optimal_active=min(
-                            self.ceiling, max(START_ACTIVE, running.get(key, 0))
-                        ),
+                        optimal_active=min(self.ceiling, max(START_ACTIVE, running.get(key, 0))),
                         throughput=0.0,
                         files_per_second=0.0,
                         success_rate=1.0,

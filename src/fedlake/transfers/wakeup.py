@@ -1,24 +1,41 @@
 """Wake idle workers the moment work is queued: no fixed polling on the hot path.
 
-In one process (``fedlake up``) queuing code calls :func:`poke`. Across processes on
-PostgreSQL, queuing sends ``NOTIFY fedlake_transfers`` in its transaction and each
-worker LISTENs. Across processes on SQLite (no notifications) idle workers look again
-every ``fallback`` seconds.
+Queuing code calls :func:`poke` after its commit. That wakes
+
+- workers in the same process (an event each);
+- workers in other processes of this host: each binds a Unix datagram socket in the
+  lake's run directory (``<data dir>/run/transfers-<pid>.sock``, see :class:`Doorbell`)
+  and ``poke`` sends one byte to every socket there;
+- on PostgreSQL, workers on other hosts too: queuing sends ``NOTIFY fedlake_transfers``
+  in its transaction and each worker LISTENs (:class:`Listener`).
+
+Idle workers also look at the queue every ``idle_poll`` seconds, a fallback only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Listener", "poke", "subscribe"]
+__all__ = ["Doorbell", "Listener", "poke", "set_run_dir", "subscribe"]
 
 log = logging.getLogger("fedlake.transfers")
 _subscribers: weakref.WeakSet[threading.Event] = weakref.WeakSet()
 _lock = threading.Lock()
+_run_dir: Path | None = None
+_sender: socket.socket | None = None
+
+
+def set_run_dir(path: Path | None) -> None:
+    """Where this lake's worker doorbells live (set once by ``bootstrap``)."""
+    global _run_dir
+    _run_dir = path
 
 
 def subscribe(event: threading.Event) -> None:
@@ -27,11 +44,71 @@ def subscribe(event: threading.Event) -> None:
 
 
 def poke() -> None:
-    """New work was committed in this process."""
+    """New work was committed: wake the workers of this process and of this host."""
+    global _sender
     with _lock:
         events = list(_subscribers)
+        run_dir = _run_dir
     for e in events:
         e.set()
+    if run_dir is None:
+        return
+    try:
+        bells = [p for p in run_dir.iterdir() if p.name.startswith("transfers-")]
+    except FileNotFoundError:
+        return
+    with _lock:
+        if _sender is None:
+            _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            _sender.setblocking(False)
+        sender = _sender
+        for bell in bells:
+            try:
+                sender.sendto(b"!", str(bell))
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    bell.unlink()  # its worker is gone
+            except OSError:
+                pass  # its queue is full: that worker is awake anyway
+
+
+class Doorbell:
+    """A worker's Unix datagram socket: any byte sent to it sets ``event``."""
+
+    def __init__(self, run_dir: Path, event: threading.Event) -> None:
+        self.path = run_dir / f"transfers-{os.getpid()}-{id(self):x}.sock"
+        self.event = event
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(self.path))
+        sock.settimeout(1.0)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._run, name="transfer-doorbell", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sock = self._sock
+        while sock is not None and self._sock is not None:
+            try:
+                sock.recv(64)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.event.set()
+
+    def stop(self) -> None:
+        sock, self._sock = self._sock, None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if sock is not None:
+            sock.close()
 
 
 class Listener:

@@ -24,6 +24,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from fedlake.catalog import transfers as core
 from fedlake.catalog.db import Database
@@ -48,6 +49,7 @@ class WorkerConfig:
     optimizer_interval: float = 5.0
     stage_poll: float = 2.0
     refresh: float = 5.0  # seconds the worker reuses what it read about RSEs and links
+    run_dir: str | None = None  # where its doorbell socket lives (see transfers.wakeup)
 
 
 class TransferWorker:
@@ -69,7 +71,12 @@ class TransferWorker:
         self._pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="transfer")
         self._threads: list[threading.Thread] = []
         self._listener = wakeup.Listener(db.url, self.wake)
+        self._doorbell = (
+            wakeup.Doorbell(Path(self.config.run_dir), self.wake) if self.config.run_dir else None
+        )
         self.completed = 0  # attempts committed by this worker (all outcomes)
+        self.running = 0  # copies running right now (claimed ones not yet started excluded)
+        self._finished = 0  # copies done whose outcome is not committed yet
         self.peak_inflight = 0
         wakeup.subscribe(self.wake)
 
@@ -77,6 +84,8 @@ class TransferWorker:
 
     def start(self) -> None:
         self._listener.start()
+        if self._doorbell is not None:
+            self._doorbell.start()
         for target, name in (
             (self._claim_loop, "transfer-claim"),
             (self._complete_loop, "transfer-complete"),
@@ -102,24 +111,34 @@ class TransferWorker:
         with self.db.write() as s:
             core.release(s, self.owner)
         self._listener.stop()
+        if self._doorbell is not None:
+            self._doorbell.stop()
 
     @property
     def inflight(self) -> int:
+        """Claimed requests not committed yet (queued in the pool, running, or finished)."""
         with self._inflight_lock:
             return self._inflight
+
+    @property
+    def busy(self) -> int:
+        """Pool slots taken: claimed requests not finished yet (finished ones wait only for
+        their commit and do not hold a thread)."""
+        with self._inflight_lock:
+            return self._inflight - self._finished
 
     # --- threads -------------------------------------------------------------------------
 
     def _claim_loop(self) -> None:
         # claim in batches: when only a few slots are free, wait a moment for more (a claim
         # costs the same few statements whether it takes 1 request or 200)
-        gather = max(1, min(self.config.batch, self.config.threads // 4))
+        gather = max(1, min(self.config.batch, self.config.threads // 16))
         while not self._stop.is_set():
-            free = self.config.threads - self.inflight
-            if free < gather and self.inflight:
-                self.wake.wait(0.02)
+            free = self.config.threads - self.busy
+            if free < gather and self.busy:
+                self.wake.wait(0.01)
                 self.wake.clear()
-                free = self.config.threads - self.inflight
+                free = self.config.threads - self.busy
                 if free <= 0:
                     continue
             try:
@@ -140,12 +159,23 @@ class TransferWorker:
             self.wake.clear()
 
     def _run(self, c: core.Claimed) -> None:
+        with self._inflight_lock:
+            self.running += 1
         try:
             outcome = self.copier.run(c)
         except BaseException:
+            # the copier records every failure itself; this is a bug: the request's lease
+            # expires and another claim runs it again
             log.exception("transfer %s crashed the copier", c.id)
+            with self._inflight_lock:
+                self.running -= 1
+                self._inflight -= 1
             raise
+        with self._inflight_lock:
+            self.running -= 1
+            self._finished += 1
         self._results.put(outcome)
+        self.wake.set()  # a thread is free
 
     def _complete_loop(self) -> None:
         while not self._stop.is_set() or not self._results.empty():
@@ -173,6 +203,7 @@ class TransferWorker:
                     time.sleep(0.5)
         with self._inflight_lock:
             self._inflight -= len(batch)
+            self._finished -= len(batch)
         self.completed += len(batch)
         self.wake.set()  # slots are free
 

@@ -6,13 +6,13 @@ atomic on every filesystem; ``sweep_temporaries`` removes ones left by killed wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from fedlake.domain.checksums import Digest
 from fedlake.domain.errors import ChecksumMismatch
@@ -32,14 +32,25 @@ def is_temporary(name: str) -> bool:
     return bool(_TMP_NAME.match(name)) or name.endswith(".rucio.upload")
 
 
-def local_path(url: str) -> Path:
+def _path_of(url: str) -> str:
+    """The absolute path of ``file://host/abs/path`` (or of a bare absolute path).
+
+    Taken literally: no percent-decoding (build_pfn writes names literally, and so does
+    the rucio client), and ``?`` or ``#`` are part of the name, not a query or fragment.
+    """
     if url.startswith("/"):
-        return Path(url)
-    parts = urlsplit(url)
-    if parts.scheme != "file":
+        return url
+    if not url.startswith("file://"):
         raise ValueError(f"{url!r} is not a file:// URL")
-    # no percent-decoding: build_pfn writes names literally, and so does the rucio client
-    return Path(parts.path)
+    rest = url[7:]
+    slash = rest.find("/")
+    if slash < 0:
+        raise ValueError(f"{url!r} has no path")
+    return rest[slash:]
+
+
+def local_path(url: str) -> Path:
+    return Path(_path_of(url))
 
 
 class PosixStorage(Storage):
@@ -68,7 +79,7 @@ class PosixStorage(Storage):
         return StatResult(st.st_size, st.st_mtime)
 
     def read(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        with open(local_path(url), "rb") as fh:
+        with open(_path_of(url), "rb") as fh:
             fh.seek(offset)
             remaining = length
             while remaining is None or remaining > 0:
@@ -87,14 +98,19 @@ class PosixStorage(Storage):
         expected: Digest | None = None,
         overwrite: bool = False,
     ) -> Digest:
-        path = local_path(url)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(6)}")
+        target = _path_of(url)
+        if not overwrite and os.path.exists(target):
+            raise FileExistsError(f"{target} already exists")
+        directory, name = os.path.split(target)
+        tmp = os.path.join(directory, f".{name}{TMP_MARK}{secrets.token_hex(6)}")
         summer = checksummer(md5=expected is None or expected.md5 is not None)
         try:
-            with open(tmp, "wb") as fh:
+            try:
+                fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                fh = open(tmp, "wb")  # noqa: SIM115
+            with fh:
                 for chunk in chunks:
                     summer.update(chunk)
                     fh.write(chunk)
@@ -102,16 +118,17 @@ class PosixStorage(Storage):
                     fh.flush()
                     os.fsync(fh.fileno())
             got = summer.digest()
-            _verify(expected, got, str(path))
+            _verify(expected, got, target)
             if overwrite:
-                os.replace(tmp, path)
+                os.replace(tmp, target)
             else:
-                os.link(tmp, path)  # fails if the target appeared meanwhile
-                tmp.unlink()
+                os.link(tmp, target)  # fails if the target appeared meanwhile
+                os.unlink(tmp)
             if self.fsync:
-                _fsync_dir(path.parent)
+                _fsync_dir(directory)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
         return got
 
@@ -125,7 +142,7 @@ class PosixStorage(Storage):
         local_path(url).mkdir(parents=True, exist_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
