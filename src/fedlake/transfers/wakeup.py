@@ -29,7 +29,6 @@ log = logging.getLogger("fedlake.transfers")
 _subscribers: weakref.WeakSet[threading.Event] = weakref.WeakSet()
 _lock = threading.Lock()
 _run_dir: Path | None = None
-_sender: socket.socket | None = None
 
 
 def set_run_dir(path: Path | None) -> None:
@@ -45,7 +44,6 @@ def subscribe(event: threading.Event) -> None:
 
 def poke() -> None:
     """New work was committed: wake the workers of this process and of this host."""
-    global _sender
     with _lock:
         events = list(_subscribers)
         run_dir = _run_dir
@@ -57,11 +55,10 @@ def poke() -> None:
         bells = [p for p in run_dir.iterdir() if p.name.startswith("transfers-")]
     except FileNotFoundError:
         return
-    with _lock:
-        if _sender is None:
-            _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            _sender.setblocking(False)
-        sender = _sender
+    if not bells:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.setblocking(False)
         for bell in bells:
             try:
                 sender.sendto(b"!", str(bell))

@@ -1,0 +1,71 @@
+"""Doorbells: a poke after a commit wakes workers of other processes at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedlake.transfers import wakeup
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "run"
+    wakeup.set_run_dir(d)
+    yield d
+    wakeup.set_run_dir(None)
+
+
+def test_a_poke_rings_the_doorbell(run_dir: Path) -> None:
+    event = threading.Event()
+    bell = wakeup.Doorbell(run_dir, event)
+    bell.start()
+    try:
+        assert not event.is_set()
+        wakeup.poke()
+        assert event.wait(5), "the doorbell did not ring"
+    finally:
+        bell.stop()
+    assert not bell.path.exists()
+
+
+def test_a_poke_from_another_process_rings_it(run_dir: Path) -> None:
+    event = threading.Event()
+    bell = wakeup.Doorbell(run_dir, event)
+    bell.start()
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from fedlake.transfers import wakeup
+        wakeup.set_run_dir(Path({str(run_dir)!r}))
+        wakeup.poke()
+        """
+    )
+    try:
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        assert event.wait(5), "the doorbell did not ring"
+    finally:
+        bell.stop()
+
+
+def test_a_dead_workers_bell_is_removed(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True)
+    stale = run_dir / "transfers-999999-dead.sock"
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(stale))
+    s.close()  # bound then closed: nobody listens, as after a kill -9
+    wakeup.poke()
+    assert not stale.exists()
+
+
+def test_poke_without_a_run_dir_is_harmless() -> None:
+    wakeup.set_run_dir(None)
+    wakeup.poke()
