@@ -159,3 +159,38 @@ def test_an_unreachable_destination_is_retried_not_lost(
     assert "ConnectionError" in first["error"] or "connect" in first["error"].lower(), first
     assert req["not_before"] > req["updated_at"] or req["not_before"] is not None
     svc.cancel(lake, root, rid)
+
+
+def test_wrong_credentials_at_the_destination_fail_clearly(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., Any],
+    worker: TransferWorker,
+    seaweedfs: S3Server,  # noqa: F811
+) -> None:
+    bucket = seaweedfs.new_bucket("denied")
+    _rse(
+        lake,
+        "S3-DENIED",
+        {
+            "scheme": "s3",
+            "hostname": "127.0.0.1",
+            "port": seaweedfs.port,
+            "prefix": f"/{bucket}",
+            "impl": "rucio.rse.protocols.s3.Default",
+            "extended_attributes": {
+                "fedlake_storage_options": {
+                    "access_key": seaweedfs.access_key,
+                    "secret_key": "not-the-secret",
+                }
+            },
+        },
+    )
+    name, _ = put("denied.bin")
+    [rid] = svc.submit(lake, root, {"dids": [{"scope": SCOPE, "name": name}], "rse": "S3-DENIED"})
+    [req] = wait_for(lake, [rid], timeout=60)
+    assert req["state"] == "FAILED", req
+    assert "PermissionError" in req["error"], req["error"]
+    assert req["attempts"][-1]["recoverable"] is False
+    listed = seaweedfs.client().list_objects_v2(Bucket=bucket)
+    assert listed.get("KeyCount", 0) == 0  # nothing was left in the bucket
