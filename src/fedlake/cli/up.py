@@ -76,6 +76,10 @@ def up(
         console.print(f"  password       : in {pw_file}")
     if created:
         console.print(f"  new RSEs       : {', '.join(created)}")
+    console.print(
+        f"  transfers      : a worker process, {settings.transfer_threads} at once "
+        f"(log: {settings.data_dir / 'transfers.log'})"
+    )
     console.print("  other shells   : `fedlake ls user.root` works with no configuration")
     console.print("Press Ctrl-C to stop.")
     daemons = DaemonGroup([TemporarySweeper(lake), TransferProcess(lake)])
