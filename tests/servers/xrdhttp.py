@@ -1,0 +1,158 @@
+"""XRootD's HTTP interface, XrdHttp, over TLS with HTTP third-party copy (``libXrdHttpTPC``).
+
+Debian's ``xrootd-server`` 5.5 with a self-signed certificate made by ``openssl`` for
+``127.0.0.1``/``localhost``; the same certificate is the CA both the tests (``verify``)
+and the servers (for each other, in third-party copies) trust. XrdHttp loads its TPC
+handler only when TLS is configured. The servers compute adler32 and md5 for
+``Want-Digest``.
+
+xrootd refuses to run as root: it runs as user ``xrootd`` (``-R xrootd``), so its
+directory and every parent must be enterable by that user: a ``mkdtemp`` under /tmp
+made 0755, not pytest's tmp_path (/tmp/pytest-of-root is 0700).
+"""
+
+from __future__ import annotations
+
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ServerProcess, free_port, require_program
+
+__all__ = [
+    "XrdHttpServer",
+    "make_certificate",
+    "running_xrdhttp",
+    "xrdhttp_ca",
+    "xrdhttp_server",
+    "xrdhttp_server2",
+]
+
+INSTALL_HINT = "bash scripts/components.d/webdav.sh"
+
+
+@dataclass
+class XrdHttpServer:
+    http_port: int
+    root_port: int
+    root: Path  # the served directory (oss.localroot)
+    ca: Path  # the certificate to trust (``verify``)
+    process: ServerProcess
+
+    def url(self, path: str = "/", scheme: str = "davs") -> str:
+        return f"{scheme}://127.0.0.1:{self.http_port}/{path.lstrip('/')}"
+
+    def local(self, url: str) -> Path:
+        """The file behind one of this server's (literal) URLs."""
+        path = url.partition("://")[2].partition("/")[2]
+        return self.root / path.strip("/")
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 and localhost (openssl)."""
+    openssl = require_program("openssl", INSTALL_HINT)
+    cert, key = directory / "hostcert.pem", directory / "hostkey.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def _config(base: Path, root_port: int, http_port: int) -> str:
+    tls = base / "tls"
+    return "\n".join(
+        [
+            "all.export /",
+            f"oss.localroot {base / 'data'}",
+            f"all.adminpath {base / 'admin'}",
+            f"all.pidpath {base / 'run'}",
+            "xrd.network nodnr",
+            f"xrd.port {root_port}",
+            f"xrd.protocol XrdHttp:{http_port} libXrdHttp.so",
+            "sec.protocol unix",
+            "xrootd.seclib default",
+            "xrootd.chksum max 4 adler32 md5",
+            f"ofs.tpc autorm pgm {shutil.which('xrdcp') or '/usr/bin/xrdcp'} --server",
+            "http.listingdeny false",
+            "http.desthttps false",
+            "http.exthandler xrdtpc libXrdHttpTPC.so",
+            f"xrd.tls {tls / 'hostcert.pem'} {tls / 'hostkey.pem'}",
+            f"xrd.tlsca certfile {tls / 'hostcert.pem'}",
+            "",
+        ]
+    )
+
+
+@contextmanager
+def running_xrdhttp(cert: Path, key: Path) -> Iterator[XrdHttpServer]:
+    """One XrdHttp server with the given TLS pair; stopped and removed afterwards."""
+    program = require_program("xrootd", INSTALL_HINT)
+    user = pwd.getpwnam("xrootd")
+    base = Path(tempfile.mkdtemp(prefix="fedlake-xrdhttp-", dir="/tmp"))
+    process: ServerProcess | None = None
+    try:
+        base.chmod(0o755)
+        for sub in ("data", "admin", "run", "tls"):
+            (base / sub).mkdir()
+        shutil.copy(cert, base / "tls" / "hostcert.pem")
+        shutil.copy(key, base / "tls" / "hostkey.pem")
+        (base / "tls" / "hostkey.pem").chmod(0o600)
+        root_port, http_port = free_port(), free_port()
+        (base / "xrootd.cfg").write_text(_config(base, root_port, http_port))
+        for path in [base, *base.iterdir(), *(base / "tls").iterdir()]:
+            shutil.chown(path, user.pw_uid, user.pw_gid)
+        argv = [program, "-R", "xrootd", "-c", str(base / "xrootd.cfg"), "-n", "fedlake"]
+        process = ServerProcess(argv, base / "xrootd.log")
+        process.wait_for_port(http_port, timeout=20)
+        yield XrdHttpServer(
+            http_port, root_port, base / "data", base / "tls" / "hostcert.pem", process
+        )
+    finally:
+        if process is not None:
+            process.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def xrdhttp_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The session's self-signed certificate and key (both servers use them)."""
+    return make_certificate(tmp_path_factory.mktemp("xrdhttp-tls"))
+
+
+@pytest.fixture(scope="session")
+def xrdhttp_server(xrdhttp_ca: tuple[Path, Path]) -> Iterator[XrdHttpServer]:
+    with running_xrdhttp(*xrdhttp_ca) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def xrdhttp_server2(xrdhttp_ca: tuple[Path, Path]) -> Iterator[XrdHttpServer]:
+    """A second site, for third-party copies between two servers."""
+    with running_xrdhttp(*xrdhttp_ca) as server:
+        yield server
