@@ -82,6 +82,12 @@ def main() -> int:
                     "port": port,
                     "prefix": "/data",
                     "impl": "rucio.rse.protocols.webdav.Default",
+                    "extended_attributes": {
+                        "fedlake_storage_options": {
+                            "connections": LIMIT,
+                            "verify_digest": False,
+                        }
+                    },
                     "domains": {"wan": {"read": 1, "write": 1, "delete": 1}},
                 },
             )

@@ -20,7 +20,9 @@ Options (JSON values, as stored in an RSE protocol's ``extended_attributes``):
 ``verify`` (True, False, or the path of a CA bundle file or a CA directory such as
 ``/etc/grid-security/certificates``), ``token`` (a bearer token; default: the environment
 variable ``FEDLAKE_STORAGE_TOKEN``), ``timeout`` (seconds for connecting and for each
-read or write on the socket).
+read or write on the socket), ``verify_digest`` (ask the server for its adler32 of each
+upload), ``connections`` (size of the connection pool, default 64: raise it for links
+with many concurrent transfers).
 
 Known server quirks handled here (XrdHttp 5.5): a chunked PUT fails without ``Expect:
 100-continue``; PROPFIND hrefs are not percent-encoded; ``MOVE`` ignores ``Overwrite: F``
@@ -100,6 +102,7 @@ class WebDAVStorage(Storage):
         token: str | None = None,
         timeout: float = 60.0,
         verify_digest: bool = True,
+        connections: int = 64,
     ) -> None:
         if isinstance(verify, str) and verify.strip().lower() in ("", "true", "1", "yes"):
             verify = True
@@ -109,6 +112,9 @@ class WebDAVStorage(Storage):
         self.token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
         self.timeout = float(timeout)
         self.verify_digest = bool(verify_digest)
+        if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
+            raise ValueError(f"connections must be a positive integer, got {connections!r}")
+        self.connections = connections
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._known_dirs: set[str] = set()
@@ -125,7 +131,10 @@ class WebDAVStorage(Storage):
                         verify=self._ssl_verify(),
                         timeout=httpx.Timeout(self.timeout),
                         follow_redirects=True,
-                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                        limits=httpx.Limits(
+                            max_connections=self.connections,
+                            max_keepalive_connections=self.connections,
+                        ),
                         headers={"User-Agent": "fedlake-webdav"},
                         trust_env=False,
                     )
