@@ -60,5 +60,6 @@ if __name__ == "__main__":
         log_level="warning",
         access_log=False,
         backlog=4096,
+        timeout_keep_alive=600,  # no idle-close races with the client's pooled connections
         limit_concurrency=10_000,
     )
