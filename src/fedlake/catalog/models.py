@@ -461,6 +461,15 @@ class TransferRequest(Base):
         Index("transfer_requests_did_idx", "scope", "name"),
         Index("transfer_requests_rule_idx", "rule_id"),
         Index("transfer_requests_lease_idx", "lease_owner"),
+        # running requests only: limits and expired leases read these few rows
+        Index(
+            "transfer_requests_submitted_idx",
+            "source_rse_id",
+            "dest_rse_id",
+            "lease_expires",
+            sqlite_where=text("state = 'SUBMITTED'"),
+            postgresql_where=text("state = 'SUBMITTED'"),
+        ),
         Index(
             "transfer_requests_active_uq",
             "scope",

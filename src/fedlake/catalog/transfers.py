@@ -21,6 +21,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    literal_column,
     select,
     text,
     update,
@@ -77,6 +78,9 @@ _Q, _S, _W = ACTIVE
 _DONE, _FAILED = RequestState.DONE.value, RequestState.FAILED.value
 _NOTIFY = "fedlake_transfers"
 _ATTEMPT_STATE = {"done": "DONE", "waiting": "WAITING"}
+_AVAILABLE = ReplicaState.AVAILABLE.value
+#: SQL literal, so the planner can match the partial index on SUBMITTED rows
+_IS_SUBMITTED = TransferRequest.state == literal_column("'SUBMITTED'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +150,10 @@ class Outcome:
 
 def _insert_ignoring_active(session: Session) -> Any:
     """INSERT that skips a file already having an active request to the same RSE."""
+    table: Any = TransferRequest.__table__
     if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(TransferRequest).on_conflict_do_nothing()
-    return sqlite_insert(TransferRequest).prefix_with("OR IGNORE")
+        return pg_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table).prefix_with("OR IGNORE")
 
 
 def _notify(session: Session) -> None:
@@ -204,10 +209,17 @@ def queue_requests(session: Session, items: Sequence[NewRequest]) -> list[int]:
         }
         for i in items
     ]
-    session.execute(_insert_ignoring_active(session), rows)
+    tr: Any = TransferRequest.__table__
+    stmt = _insert_ignoring_active(session).returning(
+        tr.c.id, tr.c.scope, tr.c.name, tr.c.dest_rse_id
+    )
     found_ids: dict[tuple[str, str, str], int] = {}
-    dests = sorted({i.dest_rse_id for i in items})
-    for batch in chunks(keys):
+    for rid, sc, nm, dest in session.connection().execute(stmt, rows):
+        found_ids[(sc, nm, dest)] = rid
+    # files that already had an active request to that RSE: that request is theirs
+    known = [i for i in items if (i.scope, i.name, i.dest_rse_id) not in found_ids]
+    dests = sorted({i.dest_rse_id for i in known})
+    for batch in chunks(sorted({(i.scope, i.name) for i in known})):
         for rid, sc, nm, dest in session.execute(
             select(
                 TransferRequest.id,
@@ -296,7 +308,7 @@ def active_counts(session: Session, now: datetime) -> dict[tuple[str, str], int]
     """Requests running now per (source, destination) link."""
     rows = session.execute(
         select(TransferRequest.source_rse_id, TransferRequest.dest_rse_id, func.count())
-        .where(TransferRequest.state == _S, TransferRequest.lease_expires >= now)
+        .where(_IS_SUBMITTED, TransferRequest.lease_expires >= now)
         .group_by(TransferRequest.source_rse_id, TransferRequest.dest_rse_id)
     )
     return {(s or "", d): n for s, d, n in rows}
@@ -351,18 +363,23 @@ def _lock_rows(session: Session, q: Any) -> Any:
 
 def expired(session: Session, now: datetime, limit: int) -> list[Claimed]:
     """SUBMITTED requests whose worker's lease ran out (the worker died or hung)."""
-    q = (
-        select(*_CLAIM_COLS)
-        .where(TransferRequest.state == _S, TransferRequest.lease_expires < now)
-        .limit(limit)
-    )
+    q = select(*_CLAIM_COLS).where(_IS_SUBMITTED, TransferRequest.lease_expires < now).limit(limit)
     return [_claimed(r) for r in session.execute(_lock_rows(session, q))]
 
 
 def candidates(
-    session: Session, now: datetime, limit: int, activity: str | None = None
+    session: Session,
+    now: datetime,
+    limit: int,
+    activity: str | None = None,
+    *,
+    skip_dests: Sequence[str] = (),
+    skip_ids: Sequence[int] = (),
 ) -> list[Claimed]:
-    """Runnable requests, most urgent first: due WAITING (staging), then due QUEUED."""
+    """Runnable requests, most urgent first: due WAITING (staging), then due QUEUED.
+
+    ``skip_dests``/``skip_ids`` leave out requests already seen blocked by a full link,
+    so the requests behind them are reached (no head-of-line blocking)."""
     out: list[Claimed] = []
     for state in (_W, _Q):
         if len(out) >= limit:
@@ -375,6 +392,10 @@ def candidates(
         )
         if activity is not None:
             q = q.where(TransferRequest.activity == activity)
+        if skip_dests:
+            q = q.where(TransferRequest.dest_rse_id.not_in(list(skip_dests)))
+        if skip_ids:
+            q = q.where(~ids_in(TransferRequest.id, list(skip_ids)))
         out.extend(_claimed(r) for r in session.execute(_lock_rows(session, q)))
     return out
 
@@ -395,13 +416,15 @@ def sources_of(
     """AVAILABLE replicas of these files: (RSE id, stored path) per file."""
     out: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
     for batch in chunks(sorted(set(keys))):
-        for rse_id, s, n, path in session.execute(
-            select(Replica.rse_id, Replica.scope, Replica.name, Replica.path).where(
-                pairs_in(Replica.scope, Replica.name, batch),
-                Replica.state == ReplicaState.AVAILABLE.value,
+        # the state is checked here, not in SQL: with it in the WHERE clause SQLite may
+        # serve the query from replicas_state_idx and read every AVAILABLE replica
+        for rse_id, s, n, path, state in session.execute(
+            select(Replica.rse_id, Replica.scope, Replica.name, Replica.path, Replica.state).where(
+                pairs_in(Replica.scope, Replica.name, batch)
             )
         ):
-            out.setdefault((s, n), []).append((rse_id, path))
+            if state == _AVAILABLE:
+                out.setdefault((s, n), []).append((rse_id, path))
     return out
 
 
@@ -615,10 +638,9 @@ def complete(session: Session, owner: str, outcomes: Sequence[Outcome]) -> list[
                 for o in again
             ],
         )
-        bad = [
-            o for o in by_kind.get("exclude_source", []) if o.mark_source_bad and o.source_rse_id
-        ]
-        for o in bad:
+    # a source found missing is BAD, also when this was the request's last attempt
+    for o in mine:
+        if o.mark_source_bad and o.source_rse_id:
             session.execute(
                 update(Replica)
                 .where(

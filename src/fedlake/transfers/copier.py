@@ -160,15 +160,18 @@ class Copier:
         return False
 
     def _verify_source(self, c: Claimed, s: Endpoint, path: str) -> None:
-        if not c.verify_source or not c.adler32:
+        if not c.verify_source:
+            return
+        algorithm, want = ("adler32", c.adler32) if c.adler32 else ("md5", c.md5)
+        if not want:
             return
         try:
-            got = s.storage.checksum(s.url(path), "adler32")
+            got = s.storage.checksum(s.url(path), algorithm)
         except Exception as exc:
             raise SourceError(exc) from exc
-        if got != c.adler32:
+        if got != want:
             raise SourceError(
-                ChecksumMismatch(f"source adler32 is {got}, the catalogue says {c.adler32}")
+                ChecksumMismatch(f"source {algorithm} is {got}, the catalogue says {want}")
             )
 
     def _verify_dest(self, c: Claimed, d: Endpoint, path: str) -> None:
@@ -177,10 +180,11 @@ class Copier:
         problem = None
         if st.size != c.bytes:
             problem = f"destination has {st.size} bytes, the catalogue says {c.bytes}"
-        elif c.adler32:
-            got = d.storage.checksum(url, "adler32")
-            if got != c.adler32:
-                problem = f"destination adler32 is {got}, the catalogue says {c.adler32}"
+        elif c.adler32 or c.md5:
+            algorithm, want = ("adler32", c.adler32) if c.adler32 else ("md5", c.md5)
+            got = d.storage.checksum(url, algorithm)
+            if got != want:
+                problem = f"destination {algorithm} is {got}, the catalogue says {want}"
         if problem is not None:
             with contextlib.suppress(FileNotFoundError):
                 d.storage.delete(url)

@@ -76,4 +76,4 @@ def classify(exc: BaseException) -> Verdict:
 
 def backoff(attempt: int, base: float = 2.0, cap: float = 600.0) -> float:
     """Seconds before attempt ``attempt + 1``: exponential, capped."""
-    return float(min(cap, base ** max(1, attempt)))
+    return float(min(cap, base ** min(max(1, attempt), 64)))

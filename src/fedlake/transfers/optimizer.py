@@ -55,7 +55,7 @@ def decide(
     busy = running >= 0.8 * current
     if samples >= MIN_SAMPLES and rate < SUCCESS_GOAL:
         return Decision(
-            max(MIN_ACTIVE, math.floor(current * 0.7)),
+            min(current, max(MIN_ACTIVE, math.floor(current * 0.7))),
             f"success rate {rate:.1%} < {SUCCESS_GOAL:.0%}: lower",
         )
     if busy and throughput > previous_throughput * 1.02:

@@ -25,6 +25,8 @@ __all__ = ["LEASES_LOST_LIMIT", "Scheduler"]
 
 #: a request whose workers died this many times is failed (it may be what kills them)
 LEASES_LOST_LIMIT = 30
+#: extra pages of the queue one claim may read past requests blocked by full links
+MAX_PAGES = 3
 
 
 @dataclass
@@ -89,7 +91,26 @@ class Scheduler:
                 self.blocked = 1
                 return []
             cands = self._candidates(s, n, now)
-            chosen, no_sources, lost = self._choose(s, cands, capacity, n)
+            chosen, no_sources, lost, blocked = self._choose(s, cands, capacity, n)
+            # requests of full links at the head of the queue must not hide the others:
+            # look again past them (a few pages at most per claim)
+            pages = 0
+            while blocked and len(chosen) < n and pages < MAX_PAGES:
+                pages += 1
+                seen = [c.id for c in cands]
+                full = sorted({c.dest_rse_id for c in blocked} - {c.dest_rse_id for c in chosen})
+                cands = core.candidates(
+                    s, now, 2 * (n - len(chosen)), skip_dests=full, skip_ids=seen
+                )
+                if not cands:
+                    break
+                more, no_more, lost_more, blocked = self._choose(
+                    s, cands, capacity, n - len(chosen)
+                )
+                chosen += more
+                no_sources += no_more
+                lost += lost_more
+            self.blocked = len(blocked)
             core.mark_submitted(s, self.owner, chosen, now, self.lease)
             core.mark_no_sources(s, no_sources, now)
             core.mark_no_sources(
@@ -118,12 +139,13 @@ class Scheduler:
 
     def _choose(
         self, s: Session, cands: Sequence[core.Claimed], capacity: _Capacity, n: int
-    ) -> tuple[list[core.Claimed], list[core.Claimed], list[core.Claimed]]:
+    ) -> tuple[list[core.Claimed], list[core.Claimed], list[core.Claimed], list[core.Claimed]]:
+        """(chosen, without sources, lost too often, blocked by a full limit)."""
         sources = core.sources_of(s, [(c.scope, c.name) for c in cands])
         chosen: list[core.Claimed] = []
         no_sources: list[core.Claimed] = []
         lost: list[core.Claimed] = []
-        self.blocked = 0
+        blocked: list[core.Claimed] = []
         ep = self.endpoints
         for c in cands:
             if len(chosen) >= n:
@@ -162,5 +184,5 @@ class Scheduler:
                     chosen.append(c)
                     break
             else:
-                self.blocked += 1
-        return chosen, no_sources, lost
+                blocked.append(c)
+        return chosen, no_sources, lost, blocked

@@ -276,13 +276,6 @@ def test_a_missing_source_is_marked_bad(lake: Lake, root: Caller, put: Callable[
     assert _replica_state(lake, "LOCAL-DISK", name) == "BAD"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on the last attempt the copier turns exclude_source into 'failed' but keeps "
-    "mark_source_bad=True; catalog.transfers.complete only marks sources BAD for "
-    "exclude_source outcomes, so a replica found missing on a request's last attempt "
-    "stays AVAILABLE",
-)
 def test_a_missing_source_is_marked_bad_on_the_last_attempt(
     lake: Lake, root: Caller, put: Callable[..., Any]
 ) -> None:
@@ -445,12 +438,6 @@ def test_a_tpc_that_does_not_verify_deletes_the_destination(
     assert _replica_state(lake, "TPC-B", name) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a third-party copy the copier checks the size and adler32 only: a file "
-    "catalogued with an md5 and no adler32 is accepted with whatever bytes landed "
-    "(copier._verify_dest skips the content check when adler32 is None)",
-)
 def test_a_tpc_of_an_md5_only_file_is_verified(
     lake: Lake, root: Caller, put: Callable[..., Any], tpc_rses: dict[str, Path]
 ) -> None:

@@ -328,11 +328,6 @@ def test_without_verify_source_the_source_checksum_is_not_asked(lake: Fixture) -
     assert not [c for c in src.calls if c[0] == "checksum"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify_source only looks at adler32: a file catalogued with only an md5 is "
-    "never checked at the source (copier._verify_source returns when adler32 is None)",
-)
 def test_verify_source_checks_an_md5_only_file(lake: Fixture) -> None:
     import hashlib
 

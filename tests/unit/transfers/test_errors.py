@@ -140,11 +140,5 @@ def test_backoff_is_monotonic_positive_and_capped(attempt: int) -> None:
     assert backoff(attempt + 1) >= b
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="backoff computes base ** attempt in floats before capping: attempt >= 1024 "
-    "raises OverflowError instead of returning the cap (unreachable today: max_attempts <= 100)",
-)
 def test_backoff_is_capped_for_any_attempt() -> None:
     assert backoff(1024) == 600.0

@@ -158,13 +158,6 @@ def test_the_reason_matches_the_direction(case: tuple[int, dict[str, Any]]) -> N
         assert active >= current
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decide() RAISES a link below MIN_ACTIVE to MIN_ACTIVE=2 when its success rate "
-    "is low (reason 'lower'): set_link accepts initial=1, so a link an operator started at 1 "
-    "doubles its concurrency because it fails; with max_active=1 the stored optimal_active "
-    "(2) exceeds the ceiling, though Endpoints still clamps the limit in force to max_active",
-)
 @pytest.mark.parametrize("ceiling", [1, CEILING])
 def test_failures_never_raise_a_link(ceiling: int) -> None:
     active, reason = _decide(1, done=0, failed=10, ceiling=ceiling)

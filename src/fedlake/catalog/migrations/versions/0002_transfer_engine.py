@@ -101,6 +101,13 @@ def upgrade() -> None:
         batch_op.create_index("transfer_requests_did_idx", ["scope", "name"], unique=False)
         batch_op.create_index("transfer_requests_lease_idx", ["lease_owner"], unique=False)
         batch_op.create_index(
+            "transfer_requests_submitted_idx",
+            ["source_rse_id", "dest_rse_id", "lease_expires"],
+            unique=False,
+            sqlite_where=sa.text("state = 'SUBMITTED'"),
+            postgresql_where=sa.text("state = 'SUBMITTED'"),
+        )
+        batch_op.create_index(
             "transfer_requests_queue_idx",
             ["state", sa.text("priority DESC"), "id"],
             unique=False,
@@ -148,6 +155,7 @@ def downgrade() -> None:
     op.drop_table("transfer_attempts")
     with op.batch_alter_table("transfer_requests", schema=None) as batch_op:
         batch_op.drop_index("transfer_requests_rule_idx")
+        batch_op.drop_index("transfer_requests_submitted_idx")
         batch_op.drop_index("transfer_requests_queue_idx")
         batch_op.drop_index("transfer_requests_lease_idx")
         batch_op.drop_index("transfer_requests_did_idx")
