@@ -17,6 +17,7 @@ from fedlake.catalog.transfers import Claimed, Outcome
 from fedlake.domain.checksums import Digest
 from fedlake.domain.errors import ChecksumMismatch
 from fedlake.domain.timefmt import utcnow
+from fedlake.storage.backends.posix import PosixStorage, SourceReadError
 from fedlake.storage.base import Stageable
 from fedlake.transfers.endpoints import Endpoint, Endpoints
 from fedlake.transfers.errors import SourceError, backoff, classify
@@ -148,6 +149,13 @@ class Copier:
         s, d = srcs[0], dsts[0]
         self._verify_source(c, s, src_path)
         src_url = s.url(src_path)
+        if isinstance(s.storage, PosixStorage) and isinstance(d.storage, PosixStorage):
+            # both on this host: the kernel copies, the stored copy is verified in place
+            try:
+                d.storage.copy_local(src_url, d.url(dest_path), expected=expected, overwrite=True)
+            except SourceReadError as exc:
+                raise SourceError(exc.cause) from exc
+            return False
 
         def chunks() -> Iterator[bytes]:
             try:

@@ -212,3 +212,36 @@ def test_fsync_option_is_checked() -> None:
     with pytest.raises(ValueError, match="fsync must be true or false"):
         PosixStorage(fsync="yes")  # type: ignore[arg-type]
     assert get_storage("file", fsync=True).fsync is True  # type: ignore[attr-defined]
+
+
+def test_copy_local_copies_and_verifies(tmp_path: Path) -> None:
+    from fedlake.domain.checksums import Digest
+    from fedlake.domain.errors import ChecksumMismatch
+    from fedlake.storage.backends.posix import SourceReadError
+
+    data = os.urandom(300_000)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    storage = PosixStorage()
+    dest = f"file://localhost{tmp_path}/out/dir/copy.bin"
+    got = storage.copy_local(f"file://localhost{src}", dest)
+    assert (tmp_path / "out/dir/copy.bin").read_bytes() == data
+    import hashlib
+    import zlib
+
+    assert got == Digest(
+        len(data), f"{zlib.adler32(data):08x}", hashlib.md5(data, usedforsecurity=False).hexdigest()
+    )
+    with pytest.raises(FileExistsError):
+        storage.copy_local(f"file://localhost{src}", dest)
+    wrong = Digest(len(data), "00000001", None)
+    with pytest.raises(ChecksumMismatch):
+        storage.copy_local(f"file://localhost{src}", dest, expected=wrong, overwrite=True)
+    assert (tmp_path / "out/dir/copy.bin").read_bytes() == data  # the old copy stays
+    assert sorted(os.listdir(tmp_path / "out/dir")) == ["copy.bin"]  # no temporary
+    with pytest.raises(SourceReadError) as caught:
+        storage.copy_local(f"file://localhost{tmp_path}/missing", f"{dest}.2")
+    assert isinstance(caught.value.cause, FileNotFoundError)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert storage.copy_local(f"file://localhost{empty}", f"{dest}.empty").adler32 == "00000001"

@@ -7,6 +7,8 @@ atomic on every filesystem; ``sweep_temporaries`` removes ones left by killed wr
 from __future__ import annotations
 
 import contextlib
+import errno
+import mmap
 import os
 import re
 import secrets
@@ -19,7 +21,14 @@ from fedlake.domain.errors import ChecksumMismatch
 from fedlake.storage.base import StatResult, Storage
 from fedlake.storage.checksums import checksummer, file_digest
 
-__all__ = ["TMP_MARK", "PosixStorage", "is_temporary", "local_path", "sweep_temporaries"]
+__all__ = [
+    "TMP_MARK",
+    "PosixStorage",
+    "SourceReadError",
+    "is_temporary",
+    "local_path",
+    "sweep_temporaries",
+]
 
 TMP_MARK = ".fedlake-tmp-"
 BLOCK = 4 * 1024 * 1024
@@ -132,6 +141,58 @@ class PosixStorage(Storage):
             raise
         return got
 
+    def copy_local(
+        self,
+        source_url: str,
+        url: str,
+        *,
+        expected: Digest | None = None,
+        overwrite: bool = False,
+    ) -> Digest:
+        """Copy a file of this host into place: the kernel copies (``copy_file_range``,
+        page cache to page cache), the checksums are computed over the stored temporary in
+        place (mmap), verified, and only then is it renamed. Same guarantees as ``write``.
+
+        Source errors (missing, unreadable) are raised as :class:`SourceReadError`.
+        """
+        target = _path_of(url)
+        if not overwrite and os.path.exists(target):
+            raise FileExistsError(f"{target} already exists")
+        directory, name = os.path.split(target)
+        tmp = os.path.join(directory, f".{name}{TMP_MARK}{secrets.token_hex(6)}")
+        try:
+            fin = os.open(_path_of(source_url), os.O_RDONLY)
+        except OSError as exc:
+            raise SourceReadError(exc) from exc
+        try:
+            try:
+                fout = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                fout = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                _kernel_copy(fin, fout)
+                got = _digest_in_place(fout, md5=expected is None or expected.md5 is not None)
+                if self.fsync:
+                    os.fsync(fout)
+            finally:
+                os.close(fout)
+            _verify(expected, got, target)
+            if overwrite:
+                os.replace(tmp, target)
+            else:
+                os.link(tmp, target)
+                os.unlink(tmp)
+            if self.fsync:
+                _fsync_dir(directory)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        finally:
+            os.close(fin)
+        return got
+
     def delete(self, url: str) -> None:
         local_path(url).unlink()
 
@@ -140,6 +201,48 @@ class PosixStorage(Storage):
 
     def mkdir(self, url: str) -> None:
         local_path(url).mkdir(parents=True, exist_ok=True)
+
+
+class SourceReadError(OSError):
+    """Reading the source of :meth:`PosixStorage.copy_local` failed (``cause`` says why)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.errno, str(cause))
+        self.cause = cause
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
+_SPAN = 64 * 1024 * 1024
+
+
+def _kernel_copy(fin: int, fout: int) -> None:
+    """``copy_file_range`` to the end; a plain read/write loop where the kernel cannot."""
+    first = True
+    while True:
+        try:
+            n = os.copy_file_range(fin, fout, _SPAN)
+        except OSError as exc:
+            if not (first and exc.errno in _NO_KERNEL_COPY):
+                raise
+            while block := os.read(fin, BLOCK):
+                view = memoryview(block)
+                while view:  # a short write (disk full) is followed by ENOSPC
+                    view = view[os.write(fout, view) :]
+            return
+        first = False
+        if n == 0:
+            return
+
+
+def _digest_in_place(fd: int, *, md5: bool) -> Digest:
+    """Size, adler32 (and md5) of an open file, hashed through mmap without copying."""
+    size = os.fstat(fd).st_size
+    summer = checksummer(md5=md5)
+    if size:
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
+            for start in range(0, size, BLOCK):
+                summer.update(view[start : start + BLOCK])
+    return summer.digest()
 
 
 def _fsync_dir(directory: str) -> None:
