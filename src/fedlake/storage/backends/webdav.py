@@ -174,8 +174,11 @@ class WebDAVStorage(Storage):
             client.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # no module globals here: at interpreter exit they may already be gone
+        try:
             self.close()
+        except Exception:  # noqa: BLE001, S110 - best effort while being collected
+            pass
 
     def __enter__(self) -> Self:
         return self
