@@ -175,7 +175,7 @@ class WebDAVStorage(Storage):
 
     def __del__(self) -> None:
         # no module globals here: at interpreter exit they may already be gone
-        try:  # noqa: SIM105 - contextlib itself may be gone
+        try:  # not contextlib.suppress: the module may be gone
             for client in self._clients:
                 client.close()
         except Exception:  # noqa: BLE001, S110 - best effort while being collected
