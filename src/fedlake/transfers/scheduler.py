@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -79,14 +79,24 @@ class Scheduler:
         self.lease = lease
         self.blocked = 0  # requests left queued by limits in the last claim
 
-    def claim(self, n: int) -> list[core.Claimed]:
+    def claim(
+        self, n: int, finished: Mapping[tuple[str, str], int] | None = None
+    ) -> list[core.Claimed]:
+        """Claim up to ``n`` runnable requests. ``finished``: per link, this worker's
+        copies that are over but whose outcome is not committed yet; they still count as
+        SUBMITTED in the catalogue but no longer run, so they do not use the link's limit.
+        """
         if n <= 0:
             return []
         self.endpoints.refresh()
         with self.db.write() as s:
             core.serialize_claims(s)
             now = utcnow()
-            capacity = _Capacity.of(self.endpoints.limits(), core.active_counts(s, now))
+            active = core.active_counts(s, now)
+            for link, done in (finished or {}).items():
+                if link in active:
+                    active[link] = max(0, active[link] - done)
+            capacity = _Capacity.of(self.endpoints.limits(), active)
             if capacity.full():
                 self.blocked = 1
                 return []

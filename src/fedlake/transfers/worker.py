@@ -22,6 +22,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ class TransferWorker:
         self.completed = 0  # attempts committed by this worker (all outcomes)
         self.running = 0  # copies running right now (claimed ones not yet started excluded)
         self._finished = 0  # copies done whose outcome is not committed yet
+        self._finished_links: Counter[tuple[str, str]] = Counter()
         self.peak_inflight = 0
         wakeup.subscribe(self.wake)
 
@@ -142,7 +144,9 @@ class TransferWorker:
                 if free <= 0:
                     continue
             try:
-                claimed = self.scheduler.claim(min(free, self.config.batch))
+                with self._inflight_lock:
+                    finished = dict(self._finished_links)
+                claimed = self.scheduler.claim(min(free, self.config.batch), finished)
             except Exception:  # the database may be briefly away: retry
                 log.exception("claiming transfers failed; retrying")
                 self._stop.wait(1.0)
@@ -174,6 +178,7 @@ class TransferWorker:
         with self._inflight_lock:
             self.running -= 1
             self._finished += 1
+            self._finished_links[(c.source_rse_id or "", c.dest_rse_id)] += 1
         self._results.put(outcome)
         self.wake.set()  # a thread is free
 
@@ -204,6 +209,11 @@ class TransferWorker:
         with self._inflight_lock:
             self._inflight -= len(batch)
             self._finished -= len(batch)
+            for o in batch:
+                link = (o.source_rse_id or "", o.dest_rse_id)
+                self._finished_links[link] -= 1
+                if self._finished_links[link] <= 0:
+                    del self._finished_links[link]
         self.completed += len(batch)
         self.wake.set()  # slots are free
 
