@@ -27,7 +27,7 @@ from _lake import free_port, parse_args, report
 from fedlake.auth.policy import Caller
 from fedlake.bootstrap import build_lake, ensure_root
 from fedlake.catalog import rses as rse_core
-from fedlake.catalog import transfers as core
+from fedlake.catalog import transfer_admin as admin
 from fedlake.domain.paths import path_identity
 from fedlake.services import accounts as account_svc
 from fedlake.services import replicas as replica_svc
@@ -137,7 +137,7 @@ def main() -> int:
         tail_start = None
         while True:
             with lake.db.read() as s:
-                counts = core.state_counts(s)
+                counts = admin.state_counts(s)
             left = sum(counts.get(k, 0) for k in ("QUEUED", "SUBMITTED", "WAITING"))
             if tail_start is None and counts.get("QUEUED", 0) < LIMIT:
                 tail_start = time.monotonic()

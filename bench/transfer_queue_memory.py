@@ -57,7 +57,7 @@ from sqlalchemy import func, select, text, update
 from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake, build_lake, ensure_root
 from fedlake.catalog import rses as rse_core
-from fedlake.catalog import transfers as core
+from fedlake.catalog import transfer_admin as admin
 from fedlake.catalog._util import insert_rows
 from fedlake.catalog.models import TransferRequest
 from fedlake.domain.timefmt import utcnow
@@ -193,7 +193,7 @@ def time_claims(lake: Lake, rounds: int) -> list[float]:
 
 def states(lake: Lake) -> dict[str, int]:
     with lake.db.read() as s:
-        return core.state_counts(s)
+        return admin.state_counts(s)
 
 
 def ms(xs: list[float]) -> str:

@@ -18,7 +18,6 @@ from sqlalchemy import (
     DateTime,
     and_,
     bindparam,
-    delete,
     func,
     literal,
     literal_column,
@@ -35,16 +34,23 @@ from fedlake.catalog import rules as rule_core
 from fedlake.catalog._util import chunks, ids_in, insert_rows, pairs_in
 from fedlake.catalog.models import (
     DID,
-    RSE,
     Lock,
     Replica,
-    RSEDistance,
     TransferAttempt,
-    TransferLink,
     TransferRequest,
-    TransferShare,
 )
-from fedlake.domain.errors import InvalidInput, RequestNotFound
+from fedlake.catalog.transfer_links import (
+    distances,
+    get_link,
+    link_window,
+    links,
+    rse_names,
+    set_distance,
+    set_link,
+    set_share,
+    shares,
+)
+from fedlake.domain.errors import InvalidInput
 from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import DIDType, LockState, ReplicaState, RequestState
 
@@ -54,23 +60,28 @@ __all__ = [
     "NewRequest",
     "Outcome",
     "active_counts",
-    "cancel",
     "candidates",
     "complete",
     "distances",
     "expired",
-    "get_request",
+    "get_link",
+    "link_window",
     "links",
-    "list_requests",
+    "mark_no_sources",
     "mark_submitted",
     "queue_for_rules",
     "queue_requests",
+    "queued_activities",
     "release",
     "renew",
-    "request_dict",
-    "retry",
+    "rse_names",
+    "serialize_claims",
+    "set_distance",
+    "set_link",
+    "set_share",
     "shares",
     "sources_of",
+    "stick_locks",
 ]
 
 ACTIVE = (RequestState.QUEUED.value, RequestState.SUBMITTED.value, RequestState.WAITING.value)
@@ -483,7 +494,7 @@ def mark_no_sources(
             lease_expires=None,
         )
     )
-    _stick_locks(session, [(c.dest_rse_id, c.scope, c.name) for c in claimed])
+    stick_locks(session, [(c.dest_rse_id, c.scope, c.name) for c in claimed])
     events.emit_many(
         session,
         "transfer-failed",
@@ -665,7 +676,7 @@ def complete(session: Session, owner: str, outcomes: Sequence[Outcome]) -> list[
             ),
             [{"rid": o.request_id, "err": o.error} for o in failed],
         )
-        _stick_locks(session, [(o.dest_rse_id, o.scope, o.name) for o in failed])
+        stick_locks(session, [(o.dest_rse_id, o.scope, o.name) for o in failed])
         events.emit_many(
             session,
             "transfer-failed",
@@ -767,7 +778,7 @@ def _replicas_available(session: Session, done: Sequence[Outcome], now: datetime
         rule_core.locks_available(session, rse_id, keys)
 
 
-def _stick_locks(session: Session, items: Sequence[tuple[str, str, str]]) -> None:
+def stick_locks(session: Session, items: Sequence[tuple[str, str, str]]) -> None:
     """REPLICATING locks of failed copies become STUCK (the rule repairer takes over)."""
     rule_ids: set[str] = set()
     by_rse: dict[str, list[tuple[str, str]]] = {}
@@ -785,236 +796,3 @@ def _stick_locks(session: Session, items: Sequence[tuple[str, str, str]]) -> Non
                 update(Lock).where(cond).values(state=LockState.STUCK.value, updated_at=utcnow())
             )
     rule_core.recount(session, rule_ids)
-
-
-# --- inspection and operator actions -----------------------------------------------------
-
-
-def request_dict(r: TransferRequest, rse_names: dict[str, str]) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "scope": r.scope,
-        "name": r.name,
-        "dest_rse": rse_names.get(r.dest_rse_id, r.dest_rse_id),
-        "source_rse": rse_names.get(r.source_rse_id or "", r.source_rse_id),
-        "rule_id": r.rule_id,
-        "account": r.account,
-        "activity": r.activity,
-        "priority": r.priority,
-        "state": r.state,
-        "bytes": r.bytes,
-        "adler32": r.adler32,
-        "md5": r.md5,
-        "attempt": r.attempt,
-        "max_attempts": r.max_attempts,
-        "error": r.error,
-        "not_before": r.not_before,
-        "lease_owner": r.lease_owner,
-        "lease_expires": r.lease_expires,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "submitted_at": r.submitted_at,
-        "finished_at": r.finished_at,
-    }
-
-
-def get_request(session: Session, request_id: int) -> TransferRequest:
-    r = session.get(TransferRequest, request_id)
-    if r is None:
-        raise RequestNotFound(f"transfer request {request_id} does not exist")
-    return r
-
-
-def attempts_of(session: Session, request_id: int) -> list[TransferAttempt]:
-    return list(
-        session.scalars(
-            select(TransferAttempt)
-            .where(TransferAttempt.request_id == request_id)
-            .order_by(TransferAttempt.id)
-        )
-    )
-
-
-def list_requests(
-    session: Session,
-    *,
-    states: Sequence[str] = (),
-    scope: str | None = None,
-    name: str | None = None,
-    dest_rse_id: str | None = None,
-    rule_id: str | None = None,
-    limit: int = 1000,
-) -> list[TransferRequest]:
-    q = select(TransferRequest)
-    if states:
-        q = q.where(TransferRequest.state.in_(list(states)))
-    if scope is not None:
-        q = q.where(TransferRequest.scope == scope)
-    if name is not None:
-        q = q.where(TransferRequest.name == name)
-    if dest_rse_id is not None:
-        q = q.where(TransferRequest.dest_rse_id == dest_rse_id)
-    if rule_id is not None:
-        q = q.where(TransferRequest.rule_id == rule_id)
-    return list(session.scalars(q.order_by(TransferRequest.id.desc()).limit(limit)))
-
-
-def state_counts(session: Session) -> dict[str, int]:
-    q = select(TransferRequest.state, func.count()).group_by(TransferRequest.state)
-    return {st: int(n) for st, n in session.execute(q)}
-
-
-def cancel(session: Session, request_id: int) -> None:
-    r = get_request(session, request_id)
-    if r.state not in ACTIVE:
-        raise InvalidInput(f"transfer request {request_id} is {r.state}; only active ones cancel")
-    now = utcnow()
-    r.state = RequestState.CANCELLED.value
-    r.lease_owner = None
-    r.lease_expires = None
-    r.finished_at = now
-    r.updated_at = now
-    r.error = "cancelled by an operator"
-    _stick_locks(session, [(r.dest_rse_id, r.scope, r.name)])
-    events.emit(session, "transfer-failed", {"request_id": r.id, "reason": "cancelled"})
-
-
-def retry(session: Session, request_id: int) -> int:
-    """Queue a finished (failed, cancelled, no-sources) request again as a new request."""
-    r = get_request(session, request_id)
-    if r.state in ACTIVE or r.state == _DONE:
-        raise InvalidInput(
-            f"transfer request {request_id} is {r.state}; only failed or cancelled ones retry"
-        )
-    locks = and_(Lock.rse_id == r.dest_rse_id, Lock.scope == r.scope, Lock.name == r.name)
-    rule_ids = set(
-        session.scalars(select(Lock.rule_id).where(locks, Lock.state == LockState.STUCK.value))
-    )
-    session.execute(
-        update(Lock)
-        .where(locks, Lock.state == LockState.STUCK.value)
-        .values(state=LockState.REPLICATING.value, updated_at=utcnow())
-    )
-    rule_core.recount(session, rule_ids)
-    [new_id] = queue_requests(
-        session,
-        [
-            NewRequest(
-                r.scope,
-                r.name,
-                r.dest_rse_id,
-                r.account,
-                r.activity,
-                r.priority,
-                r.rule_id,
-                r.source_rse_expression,
-                r.verify_source,
-                r.max_attempts,
-            )
-        ],
-    )
-    return new_id
-
-
-# --- links, shares and distances ---------------------------------------------------------
-
-
-def links(session: Session) -> list[TransferLink]:
-    return list(session.scalars(select(TransferLink)))
-
-
-def get_link(session: Session, source_rse_id: str, dest_rse_id: str) -> TransferLink | None:
-    return session.get(TransferLink, (source_rse_id, dest_rse_id))
-
-
-def set_link(
-    session: Session,
-    source_rse_id: str,
-    dest_rse_id: str,
-    *,
-    max_active: int | None,
-    optimizer: bool,
-    initial: int | None = None,
-) -> TransferLink:
-    link = get_link(session, source_rse_id, dest_rse_id)
-    if link is None:
-        link = TransferLink(source_rse_id=source_rse_id, dest_rse_id=dest_rse_id)
-        session.add(link)
-    link.max_active = max_active
-    link.optimizer = optimizer
-    if initial is not None:
-        link.optimal_active = initial
-    elif not optimizer and max_active is not None:
-        link.optimal_active = max_active
-    elif link.optimal_active is None:
-        link.optimal_active = 8
-    session.flush()
-    return link
-
-
-def shares(session: Session) -> dict[str, float]:
-    return {
-        a: float(w)
-        for a, w in session.execute(select(TransferShare.activity, TransferShare.weight))
-    }
-
-
-def set_share(session: Session, activity: str, weight: float | None) -> None:
-    session.execute(delete(TransferShare).where(TransferShare.activity == activity))
-    if weight is not None:
-        session.add(TransferShare(activity=activity, weight=weight))
-
-
-def distances(session: Session) -> dict[tuple[str, str], int]:
-    return {
-        (s, d): n
-        for s, d, n in session.execute(
-            select(RSEDistance.source_rse_id, RSEDistance.dest_rse_id, RSEDistance.distance)
-        )
-    }
-
-
-def set_distance(
-    session: Session, source_rse_id: str, dest_rse_id: str, distance: int | None
-) -> None:
-    session.execute(
-        delete(RSEDistance).where(
-            RSEDistance.source_rse_id == source_rse_id, RSEDistance.dest_rse_id == dest_rse_id
-        )
-    )
-    if distance is not None:
-        session.add(
-            RSEDistance(source_rse_id=source_rse_id, dest_rse_id=dest_rse_id, distance=distance)
-        )
-
-
-def link_window(
-    session: Session, since: datetime
-) -> dict[tuple[str, str], tuple[int, int, int, float]]:
-    """Per link since ``since``: (done, failed, bytes done, seconds spent)."""
-    rows = session.execute(
-        select(
-            TransferAttempt.source_rse_id,
-            TransferAttempt.dest_rse_id,
-            TransferAttempt.state,
-            func.count(),
-            func.coalesce(func.sum(TransferAttempt.bytes), 0),
-            func.coalesce(func.sum(TransferAttempt.seconds), 0.0),
-        )
-        .where(TransferAttempt.finished_at >= since, TransferAttempt.state != "WAITING")
-        .group_by(TransferAttempt.source_rse_id, TransferAttempt.dest_rse_id, TransferAttempt.state)
-    )
-    out: dict[tuple[str, str], list[float]] = {}
-    for s, d, st, n, b, secs in rows:
-        acc = out.setdefault((s or "", d), [0, 0, 0, 0.0])
-        if st == "DONE":
-            acc[0] += n
-            acc[2] += b
-        else:
-            acc[1] += n
-        acc[3] += float(secs)
-    return {k: (int(v[0]), int(v[1]), int(v[2]), float(v[3])) for k, v in out.items()}
-
-
-def rse_names(session: Session) -> dict[str, str]:
-    return {i: n for i, n in session.execute(select(RSE.id, RSE.rse))}

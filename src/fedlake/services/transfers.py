@@ -12,6 +12,7 @@ from fedlake.auth.policy import Caller, require_admin
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import rses as rse_core
+from fedlake.catalog import transfer_admin as admin
 from fedlake.catalog import transfers as core
 from fedlake.domain.errors import Duplicate, InvalidInput
 from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
@@ -136,7 +137,7 @@ def submit(lake: Lake, caller: Caller, body: Any) -> list[int]:
 
 
 def _with_attempts(s: Session, r: Any, names: dict[str, str]) -> dict[str, Any]:
-    out = core.request_dict(r, names)
+    out = admin.request_dict(r, names)
     out["attempts"] = [
         {
             "attempt": a.attempt,
@@ -151,14 +152,14 @@ def _with_attempts(s: Session, r: Any, names: dict[str, str]) -> dict[str, Any]:
             "started_at": a.started_at,
             "finished_at": a.finished_at,
         }
-        for a in core.attempts_of(s, r.id)
+        for a in admin.attempts_of(s, r.id)
     ]
     return out
 
 
 def get_request(lake: Lake, request_id: int) -> dict[str, Any]:
     with lake.db.read() as s:
-        return _with_attempts(s, core.get_request(s, request_id), core.rse_names(s))
+        return _with_attempts(s, admin.get_request(s, request_id), core.rse_names(s))
 
 
 def list_requests(lake: Lake, filters: dict[str, str]) -> list[dict[str, Any]]:
@@ -185,7 +186,7 @@ def list_requests(lake: Lake, filters: dict[str, str]) -> list[dict[str, Any]]:
         if "rse" in filters:
             dest = rse_core.get_rse(s, validate_rse_name(filters["rse"])).id
         names = core.rse_names(s)
-        rows = core.list_requests(
+        rows = admin.list_requests(
             s,
             states=states,
             scope=scope,
@@ -194,25 +195,25 @@ def list_requests(lake: Lake, filters: dict[str, str]) -> list[dict[str, Any]]:
             rule_id=None if rule_id is None else rule_id.lower(),
             limit=limit,
         )
-        return [core.request_dict(r, names) for r in rows]
+        return [admin.request_dict(r, names) for r in rows]
 
 
 def summary(lake: Lake) -> dict[str, Any]:
     """Counts per state and per-link statistics (for `fedlake transfer watch`)."""
     with lake.db.read() as s:
-        return {"states": core.state_counts(s), "links": _links(s)}
+        return {"states": admin.state_counts(s), "links": _links(s)}
 
 
 def cancel(lake: Lake, caller: Caller, request_id: int) -> None:
     require_admin(caller, "cancel transfers")
     with lake.db.write() as s:
-        core.cancel(s, request_id)
+        admin.cancel(s, request_id)
 
 
 def retry(lake: Lake, caller: Caller, request_id: int) -> int:
     require_admin(caller, "retry transfers")
     with lake.db.write() as s:
-        new_id = core.retry(s, request_id)
+        new_id = admin.retry(s, request_id)
         poke_after_commit(s)
     return new_id
 
