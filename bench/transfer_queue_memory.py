@@ -79,9 +79,9 @@ WRAPPER = """
 import atexit, json, runpy, sys, time
 import fedlake.transfers.scheduler as sch
 out, calls, orig = sys.argv[1], [], sch.Scheduler.claim
-def claim(self, n):
+def claim(self, n, *args):
     t0 = time.perf_counter()
-    got = orig(self, n)
+    got = orig(self, n, *args)
     calls.append((time.perf_counter() - t0, n, len(got)))
     return got
 sch.Scheduler.claim = claim

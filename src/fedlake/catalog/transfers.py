@@ -384,15 +384,15 @@ def candidates(
     limit: int,
     activity: str | None = None,
     *,
-    skip_dests: Sequence[str] = (),
-    skip_ids: Sequence[int] = (),
+    after: tuple[int, int] | None = None,
 ) -> list[Claimed]:
     """Runnable requests, most urgent first: due WAITING (staging), then due QUEUED.
 
-    ``skip_dests``/``skip_ids`` leave out requests already seen blocked by a full link,
-    so the requests behind them are reached (no head-of-line blocking)."""
+    ``after`` = (priority, id) of the last QUEUED request already looked at: the next page
+    of the queue in index order (a bounded read, however long the queue), so the requests
+    behind ones blocked by a full link are reached (no head-of-line blocking)."""
     out: list[Claimed] = []
-    for state in (_W, _Q):
+    for state in (_W, _Q) if after is None else (_Q,):
         if len(out) >= limit:
             break
         q = (
@@ -403,10 +403,12 @@ def candidates(
         )
         if activity is not None:
             q = q.where(TransferRequest.activity == activity)
-        if skip_dests:
-            q = q.where(TransferRequest.dest_rse_id.not_in(list(skip_dests)))
-        if skip_ids:
-            q = q.where(~ids_in(TransferRequest.id, list(skip_ids)))
+        if after is not None:
+            prio, last = after
+            q = q.where(
+                (TransferRequest.priority < prio)
+                | ((TransferRequest.priority == prio) & (TransferRequest.id > last))
+            )
         out.extend(_claimed(r) for r in session.execute(_lock_rows(session, q)))
     return out
 

@@ -25,8 +25,10 @@ __all__ = ["LEASES_LOST_LIMIT", "Scheduler"]
 
 #: a request whose workers died this many times is failed (it may be what kills them)
 LEASES_LOST_LIMIT = 30
-#: extra pages of the queue one claim may read past requests blocked by full links
+#: extra pages of the queue one claim may read past requests blocked by full links (each
+#: a bounded index range): a claim looks at most 3 x 500 requests beyond its own batch
 MAX_PAGES = 3
+PAGE = 500
 
 
 @dataclass
@@ -107,11 +109,11 @@ class Scheduler:
             pages = 0
             while blocked and len(chosen) < n and pages < MAX_PAGES:
                 pages += 1
-                seen = [c.id for c in cands]
-                full = sorted({c.dest_rse_id for c in blocked} - {c.dest_rse_id for c in chosen})
-                cands = core.candidates(
-                    s, now, 2 * (n - len(chosen)), skip_dests=full, skip_ids=seen
-                )
+                queued = [c for c in cands if c.state == RequestState.QUEUED.value]
+                if not queued:
+                    break
+                last = queued[-1]
+                cands = core.candidates(s, now, PAGE, after=(last.priority, last.id))
                 if not cands:
                     break
                 more, no_more, lost_more, blocked = self._choose(
