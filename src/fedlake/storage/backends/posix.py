@@ -17,9 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fedlake.domain.checksums import Digest
-from fedlake.domain.errors import ChecksumMismatch
 from fedlake.storage.base import StatResult, Storage
-from fedlake.storage.checksums import checksummer, file_digest
+from fedlake.storage.checksums import checksummer, file_digest, verify_digest
 
 __all__ = [
     "TMP_MARK",
@@ -127,7 +126,7 @@ class PosixStorage(Storage):
                     fh.flush()
                     os.fsync(fh.fileno())
             got = summer.digest()
-            _verify(expected, got, target)
+            verify_digest(expected, got, target)
             if overwrite:
                 os.replace(tmp, target)
             else:
@@ -177,7 +176,7 @@ class PosixStorage(Storage):
                     os.fsync(fout)
             finally:
                 os.close(fout)
-            _verify(expected, got, target)
+            verify_digest(expected, got, target)
             if overwrite:
                 os.replace(tmp, target)
             else:
@@ -251,17 +250,6 @@ def _fsync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _verify(expected: Digest | None, got: Digest, where: str) -> None:
-    if expected is None:
-        return
-    if expected.bytes != got.bytes:
-        raise ChecksumMismatch(f"{where}: received {got.bytes} bytes, expected {expected.bytes}")
-    if expected.adler32 and expected.adler32 != got.adler32:
-        raise ChecksumMismatch(f"{where}: adler32 is {got.adler32}, expected {expected.adler32}")
-    if expected.md5 and expected.md5 != got.md5:
-        raise ChecksumMismatch(f"{where}: md5 is {got.md5}, expected {expected.md5}")
 
 
 def sweep_temporaries(root: Path, older_than: float = 3600.0) -> int:

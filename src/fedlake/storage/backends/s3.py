@@ -59,10 +59,10 @@ from botocore import exceptions as bx
 from botocore.config import Config
 
 from fedlake.domain.checksums import Digest, normalize_adler32, normalize_md5
-from fedlake.domain.errors import ChecksumMismatch, InvalidChecksum
+from fedlake.domain.errors import InvalidChecksum
 from fedlake.storage.backends._s3_errors import error_code, map_error
 from fedlake.storage.base import StatResult, Storage, TransientStorageError
-from fedlake.storage.checksums import checksummer, file_digest
+from fedlake.storage.checksums import checksummer, file_digest, verify_digest
 
 __all__ = ["ENV_ACCESS_KEY", "ENV_SECRET_KEY", "S3Location", "S3Storage", "parse_url"]
 
@@ -140,17 +140,6 @@ def _stored_sums(head: _Head) -> tuple[str | None, str | None]:
 
 def _b64md5(hexdigest: str) -> str:
     return base64.b64encode(bytes.fromhex(hexdigest)).decode("ascii")
-
-
-def _verify(expected: Digest | None, got: Digest, where: str) -> None:
-    if expected is None:
-        return
-    if expected.bytes != got.bytes:
-        raise ChecksumMismatch(f"{where}: received {got.bytes} bytes, expected {expected.bytes}")
-    if expected.adler32 and expected.adler32 != got.adler32:
-        raise ChecksumMismatch(f"{where}: adler32 is {got.adler32}, expected {expected.adler32}")
-    if expected.md5 and expected.md5 != got.md5:
-        raise ChecksumMismatch(f"{where}: md5 is {got.md5}, expected {expected.md5}")
 
 
 class _Parts:
@@ -471,7 +460,7 @@ class S3Storage(Storage):
             upload.add(parts.rest())
             upload.wait()
             got = summer.digest()
-            _verify(expected, got, url)
+            verify_digest(expected, got, url)
             upload.complete(if_none_match=not overwrite and self.conditional_writes)
         except BaseException:
             upload.abort()
@@ -488,7 +477,7 @@ class S3Storage(Storage):
     ) -> Digest:
         md5 = got.md5 or hashlib.md5(body, usedforsecurity=False).hexdigest()
         got = Digest(got.bytes, got.adler32, md5)
-        _verify(expected, got, loc.url)
+        verify_digest(expected, got, loc.url)
         extra = {"IfNoneMatch": "*"} if not overwrite and self.conditional_writes else {}
         self._call(
             loc,

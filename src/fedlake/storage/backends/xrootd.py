@@ -45,7 +45,7 @@ from fedlake.domain.checksums import Digest, normalize_adler32, normalize_md5
 from fedlake.domain.errors import ChecksumMismatch
 from fedlake.storage.backends.posix import TMP_MARK, is_temporary
 from fedlake.storage.base import StatResult, Storage, TransientStorageError
-from fedlake.storage.checksums import checksummer
+from fedlake.storage.checksums import checksummer, verify_digest
 
 __all__ = ["XRootDStorage", "map_status", "parse_url"]
 
@@ -353,7 +353,7 @@ class XRootDStorage(Storage):
         try:
             self._upload(tmp, url, chunks, summer.update)
             got = summer.digest()
-            _verify(expected, got, url)
+            verify_digest(expected, got, url)
             self._check_stored(tmp, url, got)
             self._commit(tmp, loc, url, overwrite)
         except BaseException:
@@ -486,14 +486,3 @@ class XRootDStorage(Storage):
         except BaseException:
             self._discard(tmp)
             raise
-
-
-def _verify(expected: Digest | None, got: Digest, where: str) -> None:
-    if expected is None:
-        return
-    if expected.bytes != got.bytes:
-        raise ChecksumMismatch(f"{where}: received {got.bytes} bytes, expected {expected.bytes}")
-    if expected.adler32 and expected.adler32 != got.adler32:
-        raise ChecksumMismatch(f"{where}: adler32 is {got.adler32}, expected {expected.adler32}")
-    if expected.md5 and expected.md5 != got.md5:
-        raise ChecksumMismatch(f"{where}: md5 is {got.md5}, expected {expected.md5}")
