@@ -12,6 +12,7 @@ import mmap
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -171,9 +172,13 @@ class PosixStorage(Storage):
                 fout = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 _kernel_copy(fin, fout)
-                got = _digest_in_place(fout, md5=expected is None or expected.md5 is not None)
-                if self.fsync:
-                    os.fsync(fout)
+                # The disk writes back while the stored copy is hashed from the page cache.
+                flusher = _Flusher(fout) if self.fsync else None
+                try:
+                    got = _digest_in_place(fout, md5=expected is None or expected.md5 is not None)
+                finally:
+                    if flusher is not None:
+                        flusher.wait()
             finally:
                 os.close(fout)
             verify_digest(expected, got, target)
@@ -200,6 +205,26 @@ class PosixStorage(Storage):
 
     def mkdir(self, url: str) -> None:
         local_path(url).mkdir(parents=True, exist_ok=True)
+
+
+class _Flusher:
+    """``fsync(fd)`` in a thread (the call releases the GIL); ``wait`` re-raises its error."""
+
+    def __init__(self, fd: int) -> None:
+        self.error: OSError | None = None
+        self.thread = threading.Thread(target=self._run, args=(fd,), name="fsync", daemon=True)
+        self.thread.start()
+
+    def _run(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 class SourceReadError(OSError):
