@@ -35,6 +35,20 @@ ENV_VARS: dict[str, str] = {
         "a worker's claim on a running transfer; a dead worker's transfers run again after "
         "it expires (default 60)"
     ),
+    "FEDLAKE_RULE_REPAIR_DELAY": (
+        "seconds before a STUCK rule's first repair round; doubles each round, at most 6 h "
+        "(default 60)"
+    ),
+    "FEDLAKE_RULE_SUSPEND_AFTER": (
+        "repair rounds after which a rule still STUCK is SUSPENDED (default 10)"
+    ),
+    "FEDLAKE_RULE_SUSPENDED_RETRY": (
+        "seconds after which a SUSPENDED rule is tried again (default 86400)"
+    ),
+    "FEDLAKE_RULE_REPLICATING_TIMEOUT": (
+        "seconds a rule's transfer may stay queued or running before its lock is STUCK "
+        "and repaired (default 604800)"
+    ),
     "FEDLAKE_S3_ACCESS_KEY": "storage: S3 access key when an RSE protocol names none",
     "FEDLAKE_S3_SECRET_KEY": "storage: S3 secret key when an RSE protocol names none",
     "FEDLAKE_STORAGE_TOKEN": "storage: bearer token for WebDAV endpoints without their own",
@@ -61,6 +75,10 @@ class Settings:
     transfer_threads: int = 128
     transfer_max_active: int | None = None
     transfer_lease_seconds: int = 60
+    rule_repair_delay: int = 60
+    rule_suspend_after: int = 10
+    rule_suspended_retry: int = 86400
+    rule_replicating_timeout: int = 7 * 86400
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -81,6 +99,14 @@ class Settings:
             raise ValueError("FEDLAKE_TRANSFER_MAX_ACTIVE must be at least 1 (or unset)")
         if not 2 <= self.transfer_lease_seconds <= 86400:
             raise ValueError("FEDLAKE_TRANSFER_LEASE_SECONDS must be from 2 to 86400")
+        if not 1 <= self.rule_repair_delay <= 86400:
+            raise ValueError("FEDLAKE_RULE_REPAIR_DELAY must be from 1 to 86400 seconds")
+        if not 1 <= self.rule_suspend_after <= 1000:
+            raise ValueError("FEDLAKE_RULE_SUSPEND_AFTER must be from 1 to 1000 rounds")
+        if not 1 <= self.rule_suspended_retry <= 365 * 86400:
+            raise ValueError("FEDLAKE_RULE_SUSPENDED_RETRY must be from 1 s to 365 days")
+        if not 60 <= self.rule_replicating_timeout <= 365 * 86400:
+            raise ValueError("FEDLAKE_RULE_REPLICATING_TIMEOUT must be from 60 s to 365 days")
 
     def _default_database_url(self) -> str:
         return f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
@@ -135,4 +161,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             else None
         ),
         transfer_lease_seconds=_int(env, "FEDLAKE_TRANSFER_LEASE_SECONDS", 60),
+        rule_repair_delay=_int(env, "FEDLAKE_RULE_REPAIR_DELAY", 60),
+        rule_suspend_after=_int(env, "FEDLAKE_RULE_SUSPEND_AFTER", 10),
+        rule_suspended_retry=_int(env, "FEDLAKE_RULE_SUSPENDED_RETRY", 86400),
+        rule_replicating_timeout=_int(env, "FEDLAKE_RULE_REPLICATING_TIMEOUT", 7 * 86400),
     )

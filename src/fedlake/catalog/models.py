@@ -35,6 +35,7 @@ __all__ = [
     "DIDContent",
     "DIDContentHistory",
     "DIDMeta",
+    "DaemonHeartbeat",
     "DeletedDID",
     "Event",
     "Identity",
@@ -347,12 +348,15 @@ class Rule(_Stamped, Base):
     eol_at: Mapped[datetime | None] = mapped_column(DateTime)
     split_container: Mapped[bool] = mapped_column(Boolean, default=False)
     meta: Mapped[str | None] = mapped_column(Text)
+    #: repair rounds since the rule was last OK; the repairer's back-off and give-up count
+    repair_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_repair_at: Mapped[datetime | None] = mapped_column(DateTime)
     __table_args__ = (
         ForeignKeyConstraint(["scope", "name"], ["dids.scope", "dids.name"]),
         Index("rules_did_idx", "scope", "name"),
         Index("rules_account_idx", "account"),
         Index("rules_expires_idx", "expires_at"),
-        Index("rules_state_idx", "state"),
+        Index("rules_state_idx", "state", "next_repair_at"),
     )
 
 
@@ -390,6 +394,21 @@ class Lock(_Stamped, Base):
         Index("locks_replica_idx", "scope", "name", "rse_id"),
         Index("locks_account_rse_idx", "account", "rse_id"),
     )
+
+
+class DaemonHeartbeat(Base):
+    """A live daemon instance: what it is, where it runs, when it last did a round."""
+
+    __tablename__ = "daemon_heartbeats"
+    daemon: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    beat_at: Mapped[datetime] = mapped_column(DateTime)
+    rounds: Mapped[int] = mapped_column(BigInteger, default=0)
+    work_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Event(Base):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fedlake.catalog import events
@@ -30,6 +30,7 @@ from fedlake.catalog.models import (
     Replica,
     Rule,
     RuleHistory,
+    TransferRequest,
 )
 from fedlake.domain.errors import (
     DuplicateRule,
@@ -45,6 +46,7 @@ from fedlake.domain.types import (
     DIDType,
     LockState,
     ReplicaState,
+    RequestState,
     RuleGrouping,
     RuleNotification,
     RuleState,
@@ -59,6 +61,7 @@ __all__ = [
     "get_rule",
     "list_rules",
     "locks_available",
+    "release_replicas",
     "rule_dict",
     "update_rule",
 ]
@@ -450,6 +453,10 @@ def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> No
             else:
                 rule.state = RuleState.OK.value
         rule.updated_at = utcnow()
+        if rule.state == RuleState.OK.value:
+            rule.repair_count = 0
+            rule.next_repair_at = None
+            rule.error = None
         if rule.state != old and history:
             _history(session, rule)
             if rule.state == RuleState.OK.value:
@@ -522,28 +529,73 @@ def delete_rule(session: Session, rule_id: str, purge_replicas: bool | None = No
         )
     ]
     session.execute(delete(Lock).where(Lock.rule_id == rule_id))
-    _bump_lock_counts(session, locks, -1)
+    release_replicas(session, locks, purge=purge)
+    rule.updated_at = utcnow()
+    _history(session, rule)
+    events.emit(session, "rule-deleted", {"rule_id": rule_id})
+    session.delete(rule)
+
+
+#: the tombstone of a replica nobody needs any more (Rucio's OBSOLETE): deleted first
+OBSOLETE = datetime(1970, 1, 1)
+
+
+def release_replicas(
+    session: Session, locks: Sequence[tuple[str, str, str]], *, purge: bool
+) -> None:
+    """Locks (rse_id, scope, name) were removed: count them off their replicas. A replica
+    left without locks gets a tombstone (OBSOLETE when purged or never completed, else
+    now: deleted least-recently-used when space is needed), and the transfer still
+    copying it is cancelled."""
+    _bump_lock_counts(session, list(locks), -1)
     now = utcnow()
     by_rse: dict[str, list[Key]] = {}
     for rid, s, n in locks:
         by_rse.setdefault(rid, []).append((s, n))
-    from datetime import datetime
-
+    unneeded = and_(Replica.lock_cnt == 0, Replica.tombstone.is_(None))
     for rid, pairs in by_rse.items():
-        for batch in chunks(pairs):
+        for batch in chunks(sorted(set(pairs))):
+            where = and_(Replica.rse_id == rid, pairs_in(Replica.scope, Replica.name, batch))
+            copying = [
+                (sc, nm)
+                for sc, nm in session.execute(
+                    select(Replica.scope, Replica.name).where(
+                        where, unneeded, Replica.state != ReplicaState.AVAILABLE.value
+                    )
+                )
+            ]
             session.execute(
                 update(Replica)
-                .where(
-                    Replica.rse_id == rid,
-                    pairs_in(Replica.scope, Replica.name, batch),
-                    Replica.lock_cnt == 0,
+                .where(where, unneeded)
+                .values(
+                    tombstone=case(
+                        (Replica.state != ReplicaState.AVAILABLE.value, OBSOLETE),
+                        else_=OBSOLETE if purge else now,
+                    )
                 )
-                .values(tombstone=datetime(1970, 1, 1) if purge else now)
             )
-    rule.updated_at = now
-    _history(session, rule)
-    events.emit(session, "rule-deleted", {"rule_id": rule_id})
-    session.delete(rule)
+            if copying:
+                _cancel_copies(session, rid, copying, now)
+
+
+def _cancel_copies(session: Session, rse_id: str, keys: Sequence[Key], now: datetime) -> None:
+    active = (RequestState.QUEUED.value, RequestState.SUBMITTED.value, RequestState.WAITING.value)
+    session.execute(
+        update(TransferRequest)
+        .where(
+            TransferRequest.dest_rse_id == rse_id,
+            pairs_in(TransferRequest.scope, TransferRequest.name, keys),
+            TransferRequest.state.in_(active),
+        )
+        .values(
+            state=RequestState.CANCELLED.value,
+            lease_owner=None,
+            lease_expires=None,
+            finished_at=now,
+            updated_at=now,
+            error="cancelled: no rule needs this copy any more",
+        )
+    )
 
 
 def update_rule(session: Session, rule_id: str, options: dict[str, Any]) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,6 +55,84 @@ def transfers(
         thread.join(0.5)
     lake.close()
     console.print("transfer worker stopped.")
+
+
+def _foreground(make: Callable[[Any], Any], what: str) -> None:
+    """Run one daemon (built by ``make(lake)``) until SIGTERM/SIGINT."""
+    from fedlake.bootstrap import build_lake
+
+    lake = build_lake()
+    daemon = make(lake)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        console.print(f"stopping (signal {signum})...")
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    console.print(f"{what} {daemon.instance} running on {lake.db.engine.url.render_as_string()}")
+    thread = threading.Thread(target=daemon.run, name=daemon.name)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+    lake.close()
+    console.print(f"{what} stopped.")
+
+
+@daemon_app.command("rule-repairer")
+def rule_repairer() -> None:
+    """Repair rules: re-queue or move the copies of STUCK rules, suspend hopeless ones,
+    retry suspended ones later, and re-queue lost copies of REPLICATING rules."""
+    from fedlake.daemons.rules import RuleRepairer
+
+    _foreground(RuleRepairer, "rule repairer")
+
+
+@daemon_app.command("rule-expiry")
+def rule_expiry() -> None:
+    """Remove rules whose lifetime is over (locked rules are kept)."""
+    from fedlake.daemons.rules import RuleExpiry
+
+    _foreground(RuleExpiry, "rule expiry")
+
+
+@daemon_app.command("temporary-sweeper")
+def temporary_sweeper() -> None:
+    """Remove temporary files left on local RSEs by killed uploads."""
+    from fedlake.daemons.temporary_sweeper import TemporarySweeper
+
+    _foreground(TemporarySweeper, "temporary sweeper")
+
+
+@daemon_app.command("status")
+def status() -> None:
+    """List the live daemon instances of this lake's catalogue (from their heartbeats)."""
+    from rich.table import Table
+
+    from fedlake.bootstrap import build_lake
+    from fedlake.catalog import heartbeats
+
+    lake = build_lake()
+    try:
+        with lake.db.read() as s:
+            rows = heartbeats.live(s, ttl=3600.0)
+            table = Table("daemon", "instance", "started", "last beat", "rounds", "work", "error")
+            for r in rows:
+                table.add_row(
+                    r.daemon,
+                    r.instance,
+                    r.started_at.isoformat(timespec="seconds"),
+                    r.beat_at.isoformat(timespec="seconds"),
+                    str(r.rounds),
+                    str(r.work_done),
+                    (r.last_error or "")[:60],
+                )
+    finally:
+        lake.close()
+    if not rows:
+        console.print("no daemon has beaten in the last hour")
+        return
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

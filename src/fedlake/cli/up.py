@@ -39,9 +39,8 @@ def up(
     import uvicorn
 
     from fedlake.bootstrap import build_lake, ensure_root
+    from fedlake.daemons.embedded import embedded_daemons
     from fedlake.daemons.runner import DaemonGroup
-    from fedlake.daemons.temporary_sweeper import TemporarySweeper
-    from fedlake.daemons.transfers import TransferProcess
     from fedlake.server.app import create_app
     from fedlake.services.embedded import ensure_local_rses
 
@@ -82,7 +81,7 @@ def up(
     )
     console.print("  other shells   : `fedlake ls user.root` works with no configuration")
     console.print("Press Ctrl-C to stop.")
-    daemons = DaemonGroup([TemporarySweeper(lake), TransferProcess(lake)])
+    daemons = DaemonGroup(embedded_daemons(lake))
     daemons.start()
     try:
         uvicorn.run(

@@ -42,8 +42,14 @@ class TransferDaemon(Daemon):
 
     def run(self) -> None:
         self.worker.start()
-        self.stop_event.wait()
+        while not self.stop_event.is_set():
+            try:
+                self.beat(force=True)
+            except Exception:
+                log.exception("transfers: recording the heartbeat failed")
+            self.stop_event.wait(self.beat_every)
         self.worker.stop(timeout=min(30.0, self.lake.settings.transfer_lease_seconds / 2))
+        self._leave()
 
 
 def _die_with_parent() -> None:
@@ -62,6 +68,7 @@ class TransferProcess(Daemon):
     and the API stays responsive under a heavy transfer load."""
 
     name = "transfers"
+    heartbeats = False  # the child process beats
     restart_delay = 1.0
 
     def __init__(self, lake: Lake) -> None:

@@ -1,0 +1,29 @@
+"""Rule daemons: repair (STUCK, SUSPENDED and long REPLICATING rules) and expiry."""
+
+from __future__ import annotations
+
+from fedlake.daemons.runner import Daemon
+from fedlake.services.rule_lifecycle import expire_round, repair_round
+
+__all__ = ["RuleExpiry", "RuleRepairer"]
+
+
+class RuleRepairer(Daemon):
+    """Re-queues or moves the copies of STUCK rules, suspends hopeless ones, retries
+    suspended ones later, and gives lost copies of REPLICATING rules a transfer again."""
+
+    name = "rule-repairer"
+    interval = 30.0
+
+    def run_once(self) -> int:
+        return repair_round(self.lake, bounds=self.partition.bounds())
+
+
+class RuleExpiry(Daemon):
+    """Removes rules whose lifetime is over (Rucio's judge-cleaner)."""
+
+    name = "rule-expiry"
+    interval = 30.0
+
+    def run_once(self) -> int:
+        return expire_round(self.lake, bounds=self.partition.bounds())

@@ -1,0 +1,71 @@
+"""Rule repair and expiry rounds (the daemons' work), one transaction per rule."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session
+
+from fedlake.bootstrap import Lake
+from fedlake.catalog import rule_repair
+from fedlake.catalog.models import Rule
+from fedlake.domain.timefmt import utcnow
+from fedlake.services.rules import targets_of
+from fedlake.services.transfers import poke_after_commit
+
+__all__ = ["expire_round", "policy_of", "repair_round"]
+
+log = logging.getLogger("fedlake.rules")
+
+Bounds = tuple[str | None, str | None]
+
+
+def policy_of(lake: Lake) -> rule_repair.RepairPolicy:
+    s = lake.settings
+    return rule_repair.RepairPolicy(
+        base_delay=float(s.rule_repair_delay),
+        suspend_after=s.rule_suspend_after,
+        suspended_retry=float(s.rule_suspended_retry),
+        replicating_timeout=float(s.rule_replicating_timeout),
+    )
+
+
+def _targets(s: Session, rule: Rule) -> list[str]:
+    return targets_of(s, rule.rse_expression, rule.ignore_availability)
+
+
+def repair_round(
+    lake: Lake,
+    policy: rule_repair.RepairPolicy | None = None,
+    bounds: Bounds = (None, None),
+    limit: int = 100,
+) -> int:
+    """Repair or check every due rule of this partition (up to ``limit``)."""
+    policy = policy or policy_of(lake)
+    now = utcnow()
+    with lake.db.read() as s:
+        due = rule_repair.due_rules(s, now, policy, bounds, limit)
+    done = 0
+    for rule_id in due:
+        with lake.db.write() as s:
+            outcome = rule_repair.repair_rule(s, rule_id, now, policy, _targets)
+            if outcome is not None:
+                poke_after_commit(s)
+        if outcome is not None:
+            log.info("rule %s: %s", rule_id, outcome)
+            done += 1
+    return done
+
+
+def expire_round(lake: Lake, bounds: Bounds = (None, None), limit: int = 100) -> int:
+    """Delete the rules of this partition whose lifetime is over (locked ones stay)."""
+    now = utcnow()
+    with lake.db.read() as s:
+        expired = rule_repair.expired_rules(s, now, bounds, limit)
+    done = 0
+    for rule_id in expired:
+        with lake.db.write() as s:
+            if rule_repair.expire_rule(s, rule_id, now):
+                done += 1
+                log.info("rule %s expired and was removed", rule_id)
+    return done
