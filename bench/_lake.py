@@ -133,9 +133,12 @@ class Lake:
         return int(self.process.returncode)
 
 
-def _start(work: Path, db: str, database_url: str | None) -> Lake:
+def _start(
+    work: Path, db: str, database_url: str | None, extra_env: dict[str, str] | None = None
+) -> Lake:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
+    env.update(extra_env or {})
     env["FEDLAKE_ROOT_PASSWORD"] = ROOT_PASSWORD
     data_dir = work / "lake"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -182,13 +185,14 @@ def _check_catalogue(lake: Lake) -> None:
 
 
 @contextlib.contextmanager
-def running_lake(args: argparse.Namespace) -> Iterator[Lake]:
-    """Start a lake on a fresh scratch directory (and a fresh PostgreSQL database)."""
+def running_lake(args: argparse.Namespace, env: dict[str, str] | None = None) -> Iterator[Lake]:
+    """Start a lake on a fresh scratch directory (and a fresh PostgreSQL database);
+    ``env``: extra environment variables of the lake (settings)."""
     work = Path(tempfile.mkdtemp(prefix="fedlake-bench-"))
     database_url = create_pg_database(args.pg_url) if args.db == "postgresql" else None
     lake = None
     try:
-        lake = _start(work, args.db, database_url)
+        lake = _start(work, args.db, database_url, env)
         yield lake
     finally:
         if lake is not None:

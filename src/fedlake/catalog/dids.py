@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.orm import Session
@@ -29,14 +29,17 @@ from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import DIDType
 
 __all__ = [
+    "FileRow",
     "NewDID",
     "add_collections",
     "attach",
     "check_new_names",
+    "dataset_file_rows",
     "datasets_below",
     "detach",
     "did_dict",
     "existing_dids",
+    "file_rows_of",
     "get_did",
     "list_content",
     "list_content_history",
@@ -454,6 +457,61 @@ def list_files(session: Session, scope: str, name: str) -> Iterator[DID]:
                     continue
                 seen.add((f.scope, f.name))
             yield f
+
+
+class FileRow(NamedTuple):
+    """The columns of a file that placement needs (a plain row, no ORM object)."""
+
+    scope: str
+    name: str
+    bytes: int | None
+    adler32: str | None
+    md5: str | None
+
+
+_FILE_COLS = (DID.scope, DID.name, DID.bytes, DID.adler32, DID.md5)
+
+
+def file_rows_of(session: Session, keys: Sequence[Key]) -> list[FileRow]:
+    """Every file below each of ``keys`` (files themselves, collections expanded), each
+    once, in bulk: what a rule must lock when these DIDs arrive somewhere."""
+    out: list[FileRow] = []
+    seen: set[Key] = set()
+    collections: list[Key] = []
+    for batch in chunks(list(dict.fromkeys(keys))):
+        for sc, nm, kind, b, a, m in session.execute(
+            select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
+                pairs_in(DID.scope, DID.name, batch)
+            )
+        ):
+            if kind == DIDType.FILE.value:
+                if (sc, nm) not in seen:
+                    seen.add((sc, nm))
+                    out.append(FileRow(sc, nm, b, a, m))
+            else:
+                collections.append((sc, nm))
+    if collections:
+        datasets, _ = _collections_below(session, collections)
+        for ds in datasets:
+            for f in dataset_file_rows(session, ds):
+                if (f.scope, f.name) not in seen:
+                    seen.add((f.scope, f.name))
+                    out.append(f)
+    return out
+
+
+def dataset_file_rows(session: Session, dataset: Key) -> list[FileRow]:
+    """The files attached directly to one dataset, as plain rows."""
+    stmt = (
+        select(*_FILE_COLS)
+        .join(
+            DIDContent,
+            and_(DIDContent.child_scope == DID.scope, DIDContent.child_name == DID.name),
+        )
+        .where(DIDContent.scope == dataset[0], DIDContent.name == dataset[1])
+        .order_by(DID.scope, DID.name)
+    )
+    return [FileRow(*r) for r in session.execute(stmt)]
 
 
 def datasets_below(session: Session, key: Key) -> list[Key]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from fedlake.catalog import events
@@ -41,6 +41,7 @@ __all__ = [
     "expire_rule",
     "expired_rules",
     "lock_rule",
+    "next_expiry",
     "repair_rule",
 ]
 
@@ -107,6 +108,17 @@ def expired_rules(
         Rule.expires_at <= now, Rule.locked.is_(False), *_in_partition(bounds)
     )
     return list(session.scalars(q.order_by(Rule.expires_at).limit(limit)))
+
+
+def next_expiry(
+    session: Session, bounds: tuple[str | None, str | None] = (None, None)
+) -> datetime | None:
+    """When the next unlocked rule of this partition expires."""
+    return session.scalar(
+        select(func.min(Rule.expires_at)).where(
+            Rule.expires_at.is_not(None), Rule.locked.is_(False), *_in_partition(bounds)
+        )
+    )
 
 
 def lock_rule(session: Session, rule_id: str) -> Rule | None:

@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 
 from fedlake.catalog import events
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
-from fedlake.catalog.dids import _collections_below, get_did, list_files
+from fedlake.catalog.dids import (
+    FileRow,
+    _collections_below,
+    dataset_file_rows,
+    file_rows_of,
+    get_did,
+)
 from fedlake.catalog.models import (
     DID,
     RSE,
@@ -149,19 +155,19 @@ def get_rule(session: Session, rule_id: str) -> Rule:
     return row
 
 
-def _groups(session: Session, did: DID, grouping: RuleGrouping) -> list[list[DID]]:
+def _groups(session: Session, did: DID, grouping: RuleGrouping) -> list[list[FileRow]]:
     if did.did_type == DIDType.FILE:
-        return [[did]]
+        return [file_rows_of(session, [(did.scope, did.name)])]
     if grouping == RuleGrouping.NONE:
-        return [[f] for f in list_files(session, did.scope, did.name)]
+        return [[f] for f in file_rows_of(session, [(did.scope, did.name)])]
     if grouping == RuleGrouping.ALL or did.did_type == DIDType.DATASET:
-        return [list(list_files(session, did.scope, did.name))]
+        return [file_rows_of(session, [(did.scope, did.name)])]
     datasets, _ = _collections_below(session, [(did.scope, did.name)])
-    return [list(list_files(session, s, n)) for s, n in datasets]
+    return [dataset_file_rows(session, ds) for ds in datasets]
 
 
 def _existing_replicas(
-    session: Session, files: Sequence[DID], rse_ids: Sequence[str]
+    session: Session, files: Sequence[_FileLike], rse_ids: Sequence[str]
 ) -> dict[tuple[str, str, str], str]:
     out: dict[tuple[str, str, str], str] = {}
     for batch in chunks([(f.scope, f.name) for f in files]):
@@ -265,17 +271,21 @@ def add_rule(session: Session, spec: NewRule) -> str:
     )
     session.add(rule)
     session.flush()
-    plan: list[tuple[list[DID], list[str]]] = []
+    plan: list[tuple[list[FileRow], list[str]]] = []
+    known: list[dict[tuple[str, str, str], str]] = []
     for group in _groups(session, did, spec.grouping):
         if not group:
             continue
         have = _existing_replicas(session, group, spec.target_rse_ids)
+        known.append(have)
         score = {
             rid: sum(1 for f in group if (rid, f.scope, f.name) in have)
             for rid in spec.target_rse_ids
         }
         plan.append((group, sorted(spec.target_rse_ids, key=lambda r: -score[r])[: spec.copies]))
-    lock_files(session, rule, plan, check_limits=not spec.ignore_account_limit)
+    lock_files(
+        session, rule, plan, check_limits=not spec.ignore_account_limit, fresh=True, known=known
+    )
     _history(session, rule)
     events.emit(
         session,
@@ -319,19 +329,27 @@ def copying_replica(f: _FileLike, rse_id: str, now: datetime, *, lock_cnt: int) 
 def lock_files(
     session: Session,
     rule: Rule,
-    plan: Sequence[tuple[Sequence[DID], Sequence[str]]],
+    plan: Sequence[tuple[Sequence[_FileLike], Sequence[str]]],
     *,
     check_limits: bool = True,
+    fresh: bool = False,
+    known: Sequence[dict[tuple[str, str, str], str]] | None = None,
 ) -> int:
-    """Lock each group's files on its RSEs (creating COPYING replicas where missing)."""
+    """Lock each group's files on its RSEs (creating COPYING replicas where missing).
+    ``fresh``: the rule was made in this transaction (it has no locks yet); ``known``: per
+    group, the states of the group's replicas on (at least) its RSEs, already read."""
     now = utcnow()
     locks: list[dict[str, Any]] = []
-    new_replicas: list[dict[str, Any]] = []
+    new_replicas: dict[tuple[str, str, str], dict[str, Any]] = {}
+    bump: list[tuple[str, str, str]] = []  # existing replicas that get a lock
     planned: dict[str, int] = {}
-    for group, rse_ids in plan:
-        have = _existing_replicas(session, list(group), list(rse_ids))
+    for i, (group, rse_ids) in enumerate(plan):
+        if known is not None:
+            have = known[i]
+        else:
+            have = _existing_replicas(session, list(group), list(rse_ids))
         locked: set[tuple[str, str, str]] = set()
-        for batch in chunks([(f.scope, f.name) for f in group]):
+        for batch in [] if fresh else chunks([(f.scope, f.name) for f in group]):
             locked.update(
                 (rid, s, n)
                 for rid, s, n in session.execute(
@@ -342,12 +360,19 @@ def lock_files(
             )
         for rid in rse_ids:
             for f in group:
-                if (rid, f.scope, f.name) in locked:
+                where = (rid, f.scope, f.name)
+                if where in locked:
                     continue
-                locked.add((rid, f.scope, f.name))
-                state = have.get((rid, f.scope, f.name))
+                locked.add(where)
+                state = have.get(where)
                 if state is None:
-                    new_replicas.append(copying_replica(f, rid, now, lock_cnt=0))
+                    new = new_replicas.get(where)
+                    if new is None:
+                        new_replicas[where] = copying_replica(f, rid, now, lock_cnt=1)
+                    else:
+                        new["lock_cnt"] += 1
+                else:
+                    bump.append(where)
                 ok = state == ReplicaState.AVAILABLE.value
                 locks.append(
                     {
@@ -365,9 +390,9 @@ def lock_files(
                 planned[rid] = planned.get(rid, 0) + (f.bytes or 0)
     if check_limits and planned:
         check_account_limits(session, rule.account, planned)
-    insert_rows(session, Replica, new_replicas, 5000)
+    insert_rows(session, Replica, list(new_replicas.values()), 5000)
     insert_rows(session, Lock, locks, 5000)
-    _bump_lock_counts(session, [(lk["rse_id"], lk["scope"], lk["name"]) for lk in locks], +1)
+    _bump_lock_counts(session, bump, +1)
     session.flush()
     recount(session, {rule.id}, history=False)
     return len(locks)

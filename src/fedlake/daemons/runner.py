@@ -59,6 +59,18 @@ class Daemon(abc.ABC):
     @abc.abstractmethod
     def run_once(self) -> int: ...
 
+    def idle_seconds(self) -> float:
+        """How long to wait after a round without work (default ``interval``); a daemon
+        that knows when its next work is due returns less."""
+        return self.interval
+
+    def _idle_seconds(self) -> float:
+        try:
+            return min(max(self.idle_seconds(), 0.05), self.interval)
+        except Exception:
+            log.exception("%s: computing the next round failed", self.name)
+            return self.interval
+
     def beat(self, error: str | None = None, *, force: bool = False) -> None:
         if not self.heartbeats:
             return
@@ -96,7 +108,7 @@ class Daemon(abc.ABC):
                 except Exception:
                     log.exception("%s: recording the heartbeat failed", self.name)
             if not done:
-                self.wake_event.wait(self.interval)
+                self.wake_event.wait(self._idle_seconds())
                 self.wake_event.clear()
         self._leave()
 

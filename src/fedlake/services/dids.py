@@ -223,7 +223,7 @@ def extend_rules(s: Any, scope: str, name: str, children: list[Key]) -> None:
     rules = rule_core.rules_covering(s, list(holders))
     if not rules:
         return
-    files = [f for key in children for f in core.list_files(s, *key)]
+    files = core.file_rows_of(s, children)
     for rule in rules:
         current = rule_core.lock_rses(s, rule.id)
         if rule.grouping == "NONE" or len(current) < rule.copies:

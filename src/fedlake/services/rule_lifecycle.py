@@ -13,7 +13,7 @@ from fedlake.domain.timefmt import utcnow
 from fedlake.services.rules import targets_of
 from fedlake.services.transfers import poke_after_commit
 
-__all__ = ["expire_round", "policy_of", "repair_round"]
+__all__ = ["expire_round", "policy_of", "repair_round", "seconds_to_next_expiry"]
 
 log = logging.getLogger("fedlake.rules")
 
@@ -69,3 +69,12 @@ def expire_round(lake: Lake, bounds: Bounds = (None, None), limit: int = 100) ->
                 done += 1
                 log.info("rule %s expired and was removed", rule_id)
     return done
+
+
+def seconds_to_next_expiry(lake: Lake, bounds: Bounds, default: float) -> float:
+    """Seconds until the next unlocked rule of this partition expires (``default`` if none)."""
+    with lake.db.read() as s:
+        when = rule_repair.next_expiry(s, bounds)
+    if when is None:
+        return default
+    return (when - utcnow()).total_seconds()
