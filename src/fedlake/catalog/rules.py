@@ -68,6 +68,7 @@ __all__ = [
     "list_rules",
     "locks_available",
     "release_replicas",
+    "retire_parents",
     "rule_dict",
     "update_rule",
 ]
@@ -96,6 +97,7 @@ class RuleSpec:
     priority: int = 3
     comment: str | None = None
     meta: str | None = None
+    ask_approval: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -250,7 +252,7 @@ def add_rule(session: Session, spec: NewRule) -> str:
         scope=spec.scope,
         name=spec.name,
         did_type=did.did_type,
-        state=RuleState.REPLICATING.value,
+        state=(RuleState.WAITING_APPROVAL if spec.ask_approval else RuleState.REPLICATING).value,
         rse_expression=spec.rse_expression,
         copies=spec.copies,
         expires_at=now + timedelta(seconds=spec.lifetime) if spec.lifetime else None,
@@ -271,21 +273,8 @@ def add_rule(session: Session, spec: NewRule) -> str:
     )
     session.add(rule)
     session.flush()
-    plan: list[tuple[list[FileRow], list[str]]] = []
-    known: list[dict[tuple[str, str, str], str]] = []
-    for group in _groups(session, did, spec.grouping):
-        if not group:
-            continue
-        have = _existing_replicas(session, group, spec.target_rse_ids)
-        known.append(have)
-        score = {
-            rid: sum(1 for f in group if (rid, f.scope, f.name) in have)
-            for rid in spec.target_rse_ids
-        }
-        plan.append((group, sorted(spec.target_rse_ids, key=lambda r: -score[r])[: spec.copies]))
-    lock_files(
-        session, rule, plan, check_limits=not spec.ignore_account_limit, fresh=True, known=known
-    )
+    if not spec.ask_approval:  # else placed when an admin approves it
+        place(session, rule, did, spec.target_rse_ids, fresh=True)
     _history(session, rule)
     events.emit(
         session,
@@ -293,6 +282,32 @@ def add_rule(session: Session, spec: NewRule) -> str:
         {"rule_id": rule.id, "scope": rule.scope, "name": rule.name, "state": rule.state},
     )
     return rule.id
+
+
+def place(
+    session: Session, rule: Rule, did: DID, target_rse_ids: Sequence[str], *, fresh: bool
+) -> int:
+    """Choose ``rule.copies`` RSEs of ``target_rse_ids`` per group of files (those that
+    already hold most of the group first) and lock the files there."""
+    plan: list[tuple[list[FileRow], list[str]]] = []
+    known: list[dict[tuple[str, str, str], str]] = []
+    for group in _groups(session, did, RuleGrouping.parse(rule.grouping)):
+        if not group:
+            continue
+        have = _existing_replicas(session, group, target_rse_ids)
+        known.append(have)
+        score = {
+            rid: sum(1 for f in group if (rid, f.scope, f.name) in have) for rid in target_rse_ids
+        }
+        plan.append((group, sorted(target_rse_ids, key=lambda r: -score[r])[: rule.copies]))
+    return lock_files(
+        session,
+        rule,
+        plan,
+        check_limits=not rule.ignore_account_limit,
+        fresh=fresh,
+        known=known,
+    )
 
 
 class _FileLike(Protocol):
@@ -488,6 +503,18 @@ def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> No
                 events.emit(
                     session, "rule-ok", {"rule_id": rid, "scope": rule.scope, "name": rule.name}
                 )
+                retire_parents(session, rid)
+
+
+def retire_parents(session: Session, rule_id: str) -> None:
+    """A moving rule's child is OK: the parents it replaces go (their data is safe)."""
+    child = session.get(Rule, rule_id)
+    if child is None or child.state != RuleState.OK.value:
+        return
+    for parent in session.scalars(select(Rule).where(Rule.child_rule_id == rule_id)):
+        parent.locked = False
+        events.emit(session, "rule-moved", {"rule_id": parent.id, "child_rule_id": rule_id})
+        delete_rule(session, parent.id)
 
 
 def locks_available(session: Session, rse_id: str, keys: Sequence[Key]) -> None:

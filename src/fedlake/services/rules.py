@@ -13,6 +13,7 @@ from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import rule_bulk
+from fedlake.catalog import rule_changes as changes
 from fedlake.catalog import rules as core
 from fedlake.catalog import transfers as transfer_core
 from fedlake.catalog.accounts import get_account
@@ -38,6 +39,7 @@ __all__ = [
     "delete_rule",
     "get_rule",
     "list_rules",
+    "rule_spec",
     "targets_of",
     "update_rule",
 ]
@@ -56,6 +58,7 @@ def targets_of(s: Session, expression: str, ignore_availability: bool) -> list[s
 #: longest text the rule columns hold (longer text is a clear 400, not a database error)
 _TEXT_MAX = {
     "rse_expression": 3000,
+    "exclude_expression": 3000,
     "weight": 255,
     "source_replica_expression": 255,
     "activity": 50,
@@ -94,8 +97,8 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
     lifetime = opt_int(body, "lifetime", what, minimum=1, maximum=MAX_LIFETIME)
     priority = opt_int(body, "priority", what, maximum=2**31 - 1)
     ignore_availability = opt_bool(body, "ignore_availability", what)
-    if opt_bool(body, "ask_approval", what) or opt_bool(body, "asynchronous", what):
-        pass  # approval and asynchronous creation come with the rules issue
+    ask_approval = opt_bool(body, "ask_approval", what)
+    opt_bool(body, "asynchronous", what)  # accepted; creation is fast enough to be synchronous
     meta = body.get("meta")
     if meta is not None and not isinstance(meta, str):
         meta = json.dumps(meta)
@@ -122,7 +125,14 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
         priority=3 if priority is None else priority,
         comment=_text(body, "comment", what),
         meta=meta,
+        ask_approval=ask_approval,
     )
+
+
+def rule_spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
+    """Check a rule body (everything but its DIDs) as adding it would: subscriptions check
+    their rule templates with this when they are created."""
+    return _spec(s, caller, body)
 
 
 def add_rules_in(s: Session, caller: Caller, body: dict[str, Any]) -> list[str]:
@@ -199,6 +209,14 @@ def _update_options(given: dict[str, Any]) -> dict[str, Any]:
         if options["locked"] is None:
             raise InvalidInput(f"{what}: 'locked' must be true or false")
         options["locked"] = opt_bool(options, "locked", what)
+    if "approve" in options and not isinstance(options["approve"], bool):
+        raise InvalidInput(f"{what}: 'approve' must be true or false")
+    if "copies" in options:
+        options["copies"] = req_int(options, "copies", what, minimum=1, maximum=2**31 - 1)
+    if "rse_expression" in options:
+        options["rse_expression"] = _fits(
+            "rse_expression", req_str(options, "rse_expression", what), what
+        )
     return options
 
 
@@ -212,7 +230,74 @@ def update_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
             if not caller.admin:
                 raise AccessDenied("only an admin may move a rule to another account")
             get_account(s, validate_account(options["account"]))
-        core.update_rule(s, rule_id, options)
+        if "approve" in options:
+            if not caller.admin:
+                raise AccessDenied("only an admin may approve or deny rules")
+            if options.pop("approve"):
+                changes.approve_rule(s, rule_id, _targets(s, rule))
+            else:
+                changes.deny_rule(s, rule_id, options.pop("comment", None))
+                return
+        if "copies" in options:
+            changes.change_copies(s, rule_id, options.pop("copies"), _targets(s, rule))
+        if "rse_expression" in options:
+            expression = options.pop("rse_expression")
+            changes.move_rule(
+                s, rule_id, expression, targets_of(s, expression, rule.ignore_availability)
+            )
+        if options:
+            core.update_rule(s, rule_id, options)
+        _queue(s, [rule_id, *([rule.child_rule_id] if rule.child_rule_id else [])])
+
+
+def _targets(s: Session, rule: Any) -> list[str]:
+    return targets_of(s, rule.rse_expression, rule.ignore_availability)
+
+
+def _queue(s: Session, rule_ids: list[str]) -> None:
+    """Transfers for the rules' new REPLICATING locks, in the same transaction."""
+    if transfer_core.queue_for_rules(s, rule_ids, None):
+        from fedlake.services.transfers import poke_after_commit
+
+        poke_after_commit(s)
+
+
+def reduce_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> list[str]:
+    """Fewer copies (Rucio's ``reduce``): the same rule keeps ``copies`` of them, those on
+    ``exclude_expression`` released first."""
+    body = req_dict(body, "the reduction")
+    copies = req_int(body, "copies", "the reduction", minimum=1, maximum=2**31 - 1)
+    exclude = _text(body, "exclude_expression", "the reduction")
+    with lake.db.write() as s:
+        rule = core.get_rule(s, rule_id)
+        require_rule_owner(caller, rule.account, "reduce")
+        if copies >= rule.copies:
+            raise InvalidReplicationRule(
+                f"rule {rule_id} has {rule.copies} copies; reduce asks for fewer, not {copies}"
+            )
+        excluded = [] if exclude is None else targets_of(s, exclude, True)
+        changes.change_copies(s, rule_id, copies, _targets(s, rule), excluded)
+    return [rule_id]
+
+
+def move_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> str:
+    """Move a rule's data to other RSEs: a child rule is made; the rule itself goes when
+    the child is OK. Returns the child rule's id."""
+    body = req_dict(body, "the move")
+    expression = _fits("rse_expression", req_str(body, "rse_expression", "the move"), "the move")
+    override = body.get("override") or {}
+    override = _update_options(req_dict(override, "override"))
+    with lake.db.write() as s:
+        rule = core.get_rule(s, rule_id)
+        require_rule_owner(caller, rule.account, "move")
+        targets = targets_of(s, expression, rule.ignore_availability)
+        if not targets:
+            raise InvalidReplicationRule(
+                f"no RSE of {expression!r} accepts writes; use ignore_availability to force it"
+            )
+        child = changes.move_rule(s, rule_id, expression, targets, override)
+        _queue(s, [child])
+        return child
 
 
 def delete_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:

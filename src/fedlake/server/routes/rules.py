@@ -64,6 +64,20 @@ async def update_rule(request: Request, rule_id: str) -> Response:
     return Response(status_code=200)
 
 
+@router.post("/rules/{rule_id}/reduce")
+async def reduce_rule(request: Request, rule_id: str) -> Response:
+    c = await caller(request)
+    ids = await threaded(svc.reduce_rule, lake(request), c, rule_id, await body_json(request))
+    return json_response(ids)
+
+
+@router.post("/rules/{rule_id}/move")
+async def move_rule(request: Request, rule_id: str) -> Response:
+    c = await caller(request)
+    child = await threaded(svc.move_rule, lake(request), c, rule_id, await body_json(request))
+    return json_response(child, status=201)
+
+
 @router.delete("/rules/{rule_id}")
 async def delete_rule(request: Request, rule_id: str) -> Response:
     c = await caller(request)
