@@ -93,14 +93,14 @@ def change_copies(
     rule = core.get_rule(session, rule_id)
     if copies < 1:
         raise InvalidReplicationRule("copies must be at least 1")
-    if rule.state == RuleState.WAITING_APPROVAL.value:
-        rule.copies = copies
-        return
     if copies > len(target_rse_ids):
         raise InvalidReplicationRule(
             f"{copies} copies need {copies} RSEs; {rule.rse_expression!r} has "
             f"{len(target_rse_ids)} accepting writes"
         )
+    if rule.state == RuleState.WAITING_APPROVAL.value:
+        rule.copies = copies
+        return
     groups = _groups_with_rses(session, rule)
     if copies > rule.copies:
         plan = []

@@ -7,8 +7,9 @@
   why (the last transfer error).
 * **SUSPENDED**: tried again after ``suspended_retry`` (a cause that went away, such as an
   RSE back online, lets it recover by itself); an operator may also update it.
-* **REPLICATING**: checked every ``check_every`` seconds. A lock whose copy has no active
-  transfer request (a request cancelled or lost) gets one; a lock whose replica is in fact
+* **REPLICATING**: checked when quiet (no lock changed) for ``check_every`` seconds. A
+  lock whose copy has no active transfer request (a request cancelled or lost) gets one; a
+  lock whose replica is in fact
   AVAILABLE turns OK; a request waiting longer than ``replicating_timeout`` is cancelled and
   its lock becomes STUCK (then repaired as above).
 * **Expiry**: rules past ``expires_at`` are deleted (their locks released, replicas
@@ -88,11 +89,7 @@ def due_rules(
     cond = or_(
         and_(Rule.state == _STUCK, due),
         and_(Rule.state == _SUSP, Rule.next_repair_at <= now),
-        and_(
-            Rule.state == _REPL,
-            due,
-            or_(Rule.next_repair_at.is_not(None), Rule.updated_at <= quiet),
-        ),
+        and_(Rule.state == _REPL, Rule.updated_at <= quiet),
     )
     q = select(Rule.id).where(cond, *_in_partition(bounds)).order_by(Rule.next_repair_at)
     return list(session.scalars(q.limit(limit)))
@@ -146,10 +143,13 @@ def repair_rule(
     """One round for one rule; returns what was done ("repaired", "suspended",
     "checked", ...) or None when the rule was not due (or another repairer has it)."""
     rule = lock_rule(session, rule_id)
-    if rule is None or (rule.next_repair_at is not None and rule.next_repair_at > now):
+    if rule is None:
         return None
     if rule.state == _REPL:
-        return _check_replicating(session, rule, now, policy)
+        quiet = now - timedelta(seconds=policy.check_every)
+        return _check_replicating(session, rule, now, policy) if rule.updated_at <= quiet else None
+    if rule.next_repair_at is not None and rule.next_repair_at > now:
+        return None
     if rule.state == _SUSP:
         # the retry of a suspended rule: one more round; failing again suspends it again
         rule.state = _STUCK
@@ -279,8 +279,9 @@ def _move_locks(
 
 
 def _check_replicating(session: Session, rule: Rule, now: datetime, policy: RepairPolicy) -> str:
-    """A REPLICATING rule: give copies without a request one, and time out old requests."""
-    rule.next_repair_at = now + timedelta(seconds=policy.check_every)
+    """A REPLICATING rule quiet for ``check_every``: give copies without a request one,
+    and time out old requests. (``recount`` stamps ``updated_at``: the next check of a
+    still quiet rule comes ``check_every`` later.)"""
     replicating = and_(Lock.rule_id == rule.id, Lock.state == LockState.REPLICATING.value)
     available = list(
         session.execute(
@@ -343,8 +344,7 @@ def _check_replicating(session: Session, rule: Rule, now: datetime, policy: Repa
         stick_locks(session, [(d, s, n) for _, d, s, n in overdue])
     queued = queue_for_rules(session, [rule.id], None)
     rule_core.recount(session, {rule.id})
-    if rule.state == _STUCK:  # timed out: the first repair round comes soon
-        rule.next_repair_at = now + policy.delay(rule.repair_count + 1)
+    rule.updated_at = now
     if available or overdue or queued:
         events.emit(
             session,

@@ -70,6 +70,7 @@ __all__ = [
     "release_replicas",
     "retire_parents",
     "rule_dict",
+    "unlock_detached",
     "update_rule",
 ]
 
@@ -421,6 +422,27 @@ def rules_covering(session: Session, keys: Sequence[Key]) -> list[Rule]:
     return out
 
 
+def unlock_detached(session: Session, rules: Sequence[Rule], removed: Sequence[Key]) -> None:
+    """Files were detached from these rules' DIDs: each rule releases its locks on those
+    of them no longer below its DID (a file may still be there through another dataset)."""
+    for rule in rules:
+        below = {(f.scope, f.name) for f in file_rows_of(session, [(rule.scope, rule.name)])}
+        gone = [k for k in dict.fromkeys(removed) if k not in below]
+        released: list[tuple[str, str, str]] = []
+        for batch in chunks(gone):
+            cond = and_(Lock.rule_id == rule.id, pairs_in(Lock.scope, Lock.name, batch))
+            released += [
+                (rid, sc, nm)
+                for rid, sc, nm in session.execute(
+                    select(Lock.rse_id, Lock.scope, Lock.name).where(cond)
+                )
+            ]
+            session.execute(delete(Lock).where(cond))
+        if released:
+            release_replicas(session, released, purge=rule.purge_replicas)
+            recount(session, {rule.id})
+
+
 def lock_rses(session: Session, rule_id: str) -> list[str]:
     return list(session.scalars(select(Lock.rse_id).where(Lock.rule_id == rule_id).distinct()))
 
@@ -497,6 +519,8 @@ def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> No
             rule.repair_count = 0
             rule.next_repair_at = None
             rule.error = None
+        elif rule.state == RuleState.STUCK.value and old != rule.state:
+            rule.stuck_at = rule.updated_at  # the repairer's next round (or back-off) decides
         if rule.state != old and history:
             _history(session, rule)
             if rule.state == RuleState.OK.value:

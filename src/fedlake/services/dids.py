@@ -15,7 +15,7 @@ from fedlake.catalog import meta as meta_core
 from fedlake.catalog.models import DID
 from fedlake.domain.errors import InvalidInput
 from fedlake.domain.names import validate_did_name, validate_scope
-from fedlake.domain.types import DIDType
+from fedlake.domain.types import DIDType, RuleState
 from fedlake.expressions.did_filters import TYPES, Filter
 from fedlake.services._validate import (
     MAX_LIFETIME,
@@ -220,7 +220,8 @@ def extend_rules(s: Any, scope: str, name: str, children: list[Key]) -> None:
     from fedlake.services.rules import targets_of
 
     holders = core._ancestors(s, (scope, name)) | {(scope, name)}
-    rules = rule_core.rules_covering(s, list(holders))
+    waiting = RuleState.WAITING_APPROVAL.value  # placed when approved, with all its files
+    rules = [r for r in rule_core.rules_covering(s, list(holders)) if r.state != waiting]
     if not rules:
         return
     files = core.file_rows_of(s, children)
@@ -259,7 +260,14 @@ def detach(lake: Lake, caller: Caller, scope: str, name: str, dids: Any) -> None
     keys = [did_key(d, "DID to detach") for d in req_list(dids, "dids")]
     with lake.db.write() as s:
         require_scope_owner(s, caller, validate_scope(scope), "detach DIDs")
-        core.detach(s, scope, validate_did_name(name), keys)
+        holders = core._ancestors(s, (scope, validate_did_name(name))) | {(scope, name)}
+        from fedlake.catalog import rules as rule_core
+
+        rules = rule_core.rules_covering(s, list(holders))
+        removed = core.file_rows_of(s, keys) if rules else []
+        core.detach(s, scope, name, keys)
+        if rules and removed:
+            rule_core.unlock_detached(s, rules, [(f.scope, f.name) for f in removed])
 
 
 def set_status(lake: Lake, caller: Caller, scope: str, name: str, body: dict[str, Any]) -> None:
