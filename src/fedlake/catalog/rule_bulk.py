@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from fedlake.catalog import placement
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
 from fedlake.catalog.models import DID, Event, Lock, Replica, Rule, RuleHistory
 from fedlake.catalog.rules import (
@@ -34,6 +35,7 @@ from fedlake.catalog.rules import (
     check_account_limits,
     copying_replica,
     duplicate_rule,
+    enough_targets,
     too_few_targets,
 )
 from fedlake.domain.errors import DIDNotFound, DuplicateRule, InvalidReplicationRule
@@ -126,7 +128,7 @@ def _check(session: Session, spec: RuleSpec, keys: Sequence[Key], dids: dict[Key
                 f"{spec.copies} copies of it on {spec.rse_expression!r}; list it once"
             )
         seen.add((scope, name))
-        if i == 0 and len(spec.target_rse_ids) < spec.copies:
+        if i == 0 and not enough_targets(session, spec):
             raise too_few_targets(spec)
 
 
@@ -148,7 +150,8 @@ def _add_file_rules(session: Session, spec: RuleSpec, files: Sequence[_Target]) 
     if not files:
         return []
     have = _replicas_on(session, [(f.scope, f.name) for f in files], spec.target_rse_ids)
-    rows = _Rows(spec, utcnow(), have)
+    places = placement.places_of(session, placement.distinct_by(spec.meta), spec.target_rse_ids)
+    rows = _Rows(spec, utcnow(), have, places)
     ids = _new_ids(len(files))
     for rule_id, f in zip(ids, files, strict=True):
         rows.add(rule_id, f)
@@ -179,6 +182,7 @@ class _Rows:
     spec: RuleSpec
     now: datetime
     have: dict[Where, str]  # the files' replicas on the target RSEs: their states
+    places: placement.Places  # distinct_by: the target RSEs' places
     rules: list[dict[str, Any]] = field(default_factory=list)
     locks: list[dict[str, Any]] = field(default_factory=list)
     replicas: list[dict[str, Any]] = field(default_factory=list)
@@ -195,7 +199,8 @@ class _Rows:
         spec, now, scope, name = self.spec, self.now, f.scope, f.name
         # RSEs that hold the file first, each part in the targets' order
         held = [r for r in spec.target_rse_ids if (r, scope, name) in self.have]
-        chosen = (held + [r for r in spec.target_rse_ids if r not in held])[: spec.copies]
+        ranked = held + [r for r in spec.target_rse_ids if r not in held]
+        chosen = placement.choose(ranked, spec.copies, self.places)
         ok = 0
         for rse_id in chosen:
             state = self.have.get((rse_id, scope, name))

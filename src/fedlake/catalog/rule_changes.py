@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, select
 from sqlalchemy.orm import Session
 
-from fedlake.catalog import events
+from fedlake.catalog import events, placement
 from fedlake.catalog import rules as core
 from fedlake.catalog._util import chunks, pairs_in
 from fedlake.catalog.dids import get_did
@@ -101,12 +101,19 @@ def change_copies(
     if rule.state == RuleState.WAITING_APPROVAL.value:
         rule.copies = copies
         return
+    places = placement.places_of(session, placement.distinct_by(rule.meta), target_rse_ids)
+    if not placement.enough(target_rse_ids, copies, places):
+        raise InvalidReplicationRule(
+            f"{copies} copies on distinct {placement.distinct_by(rule.meta)!r} need more "
+            f"places than {rule.rse_expression!r} has"
+        )
     groups = _groups_with_rses(session, rule)
     if copies > rule.copies:
         plan = []
         for group, rses in groups:
-            extra = [t for t in target_rse_ids if t not in rses and t not in exclude_rse_ids]
-            plan.append((group, (rses + extra)[:copies]))
+            extra = [t for t in target_rse_ids if t not in exclude_rse_ids]
+            more = placement.choose(extra, copies - len(rses), places, taken=rses)
+            plan.append((group, rses + more))
         core.lock_files(session, rule, plan, check_limits=not rule.ignore_account_limit)
     elif copies < rule.copies:
         excluded = set(exclude_rse_ids)

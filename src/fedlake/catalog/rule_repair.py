@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from fedlake.catalog import events
+from fedlake.catalog import events, placement
 from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import DID, Lock, Replica, Rule, TransferRequest
 from fedlake.catalog.transfers import ACTIVE, queue_for_rules, stick_locks
@@ -235,8 +235,13 @@ def _repair_locks(
         held.setdefault((sc, nm), set()).add(rid)
     retry: list[tuple[str, str, str]] = []
     moves: dict[str, list[tuple[str, str, str]]] = {}
+    places = placement.places_of(session, placement.distinct_by(rule.meta), allowed)
     for sc, nm, rid in stuck:
-        alternatives = [t for t in allowed if t not in held[(sc, nm)]]
+        others = [r for r in held[(sc, nm)] if r != rid]
+        alternatives = [
+            t for t in placement.choose(allowed, len(allowed), places, taken=others) if t != rid
+        ]
+        alternatives = [t for t in alternatives if t not in held[(sc, nm)]]
         if alternatives and (rule.repair_count > policy.move_after or rid not in allowed):
             new = alternatives[0]
             held[(sc, nm)].add(new)

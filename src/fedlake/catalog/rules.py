@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from fedlake.catalog import events
+from fedlake.catalog import events, placement
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
 from fedlake.catalog.dids import (
     FileRow,
@@ -222,10 +222,18 @@ def duplicate_rule(spec: RuleSpec, scope: str, name: str, rule_id: str) -> Dupli
     )
 
 
+def enough_targets(session: Session, spec: RuleSpec) -> bool:
+    key = placement.distinct_by(spec.meta)
+    places = placement.places_of(session, key, spec.target_rse_ids)
+    return placement.enough(spec.target_rse_ids, spec.copies, places)
+
+
 def too_few_targets(spec: RuleSpec) -> InsufficientTargetRSEs:
+    key = placement.distinct_by(spec.meta)
+    where = f" with distinct {key!r}" if key else ""
     return InsufficientTargetRSEs(
         f"{spec.rse_expression!r} matches {len(spec.target_rse_ids)} usable RSE(s) "
-        f"but {spec.copies} copies were asked for"
+        f"but {spec.copies} copies{where} were asked for"
     )
 
 
@@ -244,7 +252,7 @@ def add_rule(session: Session, spec: NewRule) -> str:
     )
     if dup is not None:
         raise duplicate_rule(spec, spec.scope, spec.name, dup)
-    if len(spec.target_rse_ids) < spec.copies:
+    if not enough_targets(session, spec):
         raise too_few_targets(spec)
     now = utcnow()
     rule = Rule(
@@ -292,6 +300,7 @@ def place(
     already hold most of the group first) and lock the files there."""
     plan: list[tuple[list[FileRow], list[str]]] = []
     known: list[dict[tuple[str, str, str], str]] = []
+    places = placement.places_of(session, placement.distinct_by(rule.meta), target_rse_ids)
     for group in _groups(session, did, RuleGrouping.parse(rule.grouping)):
         if not group:
             continue
@@ -300,7 +309,8 @@ def place(
         score = {
             rid: sum(1 for f in group if (rid, f.scope, f.name) in have) for rid in target_rse_ids
         }
-        plan.append((group, sorted(target_rse_ids, key=lambda r: -score[r])[: rule.copies]))
+        ranked = sorted(target_rse_ids, key=lambda r: -score[r])
+        plan.append((group, placement.choose(ranked, rule.copies, places)))
     return lock_files(
         session,
         rule,

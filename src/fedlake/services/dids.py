@@ -228,8 +228,12 @@ def extend_rules(s: Any, scope: str, name: str, children: list[Key]) -> None:
     for rule in rules:
         current = rule_core.lock_rses(s, rule.id)
         if rule.grouping == "NONE" or len(current) < rule.copies:
+            from fedlake.catalog import placement
+
             targets = targets_of(s, rule.rse_expression, rule.ignore_availability)
-            chosen = (current + [t for t in targets if t not in current])[: rule.copies]
+            places = placement.places_of(s, placement.distinct_by(rule.meta), targets)
+            kept = current[: rule.copies]
+            chosen = kept + placement.choose(targets, rule.copies - len(kept), places, kept)
         else:
             chosen = current[: rule.copies]
         rule_core.lock_files(s, rule, [(files, chosen)], check_limits=not rule.ignore_account_limit)

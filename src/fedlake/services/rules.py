@@ -99,9 +99,7 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
     ignore_availability = opt_bool(body, "ignore_availability", what)
     ask_approval = opt_bool(body, "ask_approval", what)
     opt_bool(body, "asynchronous", what)  # accepted; creation is fast enough to be synchronous
-    meta = body.get("meta")
-    if meta is not None and not isinstance(meta, str):
-        meta = json.dumps(meta)
+    meta = _meta(body, what)
     targets = targets_of(s, expression, ignore_availability)
     if not targets:
         raise InvalidReplicationRule(
@@ -127,6 +125,29 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
         meta=meta,
         ask_approval=ask_approval,
     )
+
+
+def _meta(body: dict[str, Any], what: str) -> str | None:
+    """The rule's ``meta`` as JSON text; ``distinct_by`` (a body field, or a key of
+    ``meta``) names an RSE attribute whose values the copies must not share."""
+    meta = body.get("meta")
+    distinct = opt_str(body, "distinct_by", what)
+    if isinstance(meta, str) and meta and distinct is None:
+        return meta
+    if isinstance(meta, str) and meta:
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            raise InvalidInput(f"{what}: meta must be a JSON object to add distinct_by") from None
+    meta = dict(meta or {}) if isinstance(meta, dict) or not meta else None
+    if meta is None:
+        raise InvalidInput(f"{what}: meta must be a JSON object (or text)")
+    if distinct is not None:
+        meta["distinct_by"] = distinct
+    key = meta.get("distinct_by")
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 100):
+        raise InvalidInput(f"{what}: distinct_by must name an RSE attribute (1-100 characters)")
+    return json.dumps(meta) if meta else None
 
 
 def rule_spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
