@@ -298,7 +298,7 @@ def _rule_columns(spec: RuleSpec, now: datetime) -> dict[str, Any]:
         "priority": spec.priority,
         "comments": spec.comment,
         "child_rule_id": None,
-        "eol_at": None,
+        "eol_at": now + timedelta(seconds=spec.eol_after) if spec.eol_after else None,
         "split_container": False,
         "meta": spec.meta,
         "created_at": now,

@@ -99,6 +99,7 @@ class RuleSpec:
     comment: str | None = None
     meta: str | None = None
     ask_approval: bool = False
+    eol_after: int | None = None  # seconds until the rule's QoS step ends (see catalog.qos)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -265,6 +266,7 @@ def add_rule(session: Session, spec: NewRule) -> str:
         rse_expression=spec.rse_expression,
         copies=spec.copies,
         expires_at=now + timedelta(seconds=spec.lifetime) if spec.lifetime else None,
+        eol_at=now + timedelta(seconds=spec.eol_after) if spec.eol_after else None,
         weight=spec.weight,
         locked=spec.locked,
         source_replica_expression=spec.source_replica_expression,

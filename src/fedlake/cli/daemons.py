@@ -96,6 +96,14 @@ def rule_expiry() -> None:
     _foreground(RuleExpiry, "rule expiry")
 
 
+@daemon_app.command("qos-transitions")
+def qos_transitions() -> None:
+    """Move rules with a QoS policy to their next storage class when a step ends."""
+    from fedlake.daemons.rules import QosTransitions
+
+    _foreground(QosTransitions, "QoS transitions")
+
+
 @daemon_app.command("temporary-sweeper")
 def temporary_sweeper() -> None:
     """Remove temporary files left on local RSEs by killed uploads."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedlake.bootstrap import Lake
-from fedlake.daemons.rules import RuleExpiry, RuleRepairer
+from fedlake.daemons.rules import QosTransitions, RuleExpiry, RuleRepairer
 from fedlake.daemons.runner import Daemon
 from fedlake.daemons.temporary_sweeper import TemporarySweeper
 from fedlake.daemons.transfers import TransferProcess
@@ -17,4 +17,5 @@ def embedded_daemons(lake: Lake) -> list[Daemon]:
         TransferProcess(lake),
         RuleRepairer(lake),
         RuleExpiry(lake),
+        QosTransitions(lake),
     ]

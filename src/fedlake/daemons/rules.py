@@ -5,11 +5,13 @@ from __future__ import annotations
 from fedlake.daemons.runner import Daemon
 from fedlake.services.rule_lifecycle import (
     expire_round,
+    qos_round,
     repair_round,
     seconds_to_next_expiry,
+    seconds_to_next_qos_step,
 )
 
-__all__ = ["RuleExpiry", "RuleRepairer"]
+__all__ = ["QosTransitions", "RuleExpiry", "RuleRepairer"]
 
 
 class RuleRepairer(Daemon):
@@ -35,3 +37,16 @@ class RuleExpiry(Daemon):
     def idle_seconds(self) -> float:
         """Sleep until the next rule of this partition expires (at most ``interval``)."""
         return seconds_to_next_expiry(self.lake, self.partition.bounds(), self.interval)
+
+
+class QosTransitions(Daemon):
+    """Moves rules with a QoS policy to their next storage class when a step ends."""
+
+    name = "qos-transitions"
+    interval = 30.0
+
+    def run_once(self) -> int:
+        return qos_round(self.lake)
+
+    def idle_seconds(self) -> float:
+        return seconds_to_next_qos_step(self.lake, self.interval)

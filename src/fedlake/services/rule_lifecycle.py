@@ -7,13 +7,20 @@ import logging
 from sqlalchemy.orm import Session
 
 from fedlake.bootstrap import Lake
-from fedlake.catalog import rule_repair
+from fedlake.catalog import qos, rule_repair
 from fedlake.catalog.models import Rule
 from fedlake.domain.timefmt import utcnow
 from fedlake.services.rules import targets_of
 from fedlake.services.transfers import poke_after_commit
 
-__all__ = ["expire_round", "policy_of", "repair_round", "seconds_to_next_expiry"]
+__all__ = [
+    "expire_round",
+    "policy_of",
+    "qos_round",
+    "repair_round",
+    "seconds_to_next_expiry",
+    "seconds_to_next_qos_step",
+]
 
 log = logging.getLogger("fedlake.rules")
 
@@ -78,3 +85,33 @@ def seconds_to_next_expiry(lake: Lake, bounds: Bounds, default: float) -> float:
     if when is None:
         return default
     return (when - utcnow()).total_seconds()
+
+
+def qos_round(lake: Lake, limit: int = 100) -> int:
+    """Move the rules whose QoS step is over to their next step."""
+    now = utcnow()
+    with lake.db.read() as s:
+        due = qos.due_transitions(s, now, limit)
+    done = 0
+    for rule_id in due:
+        with lake.db.write() as s:
+            child = qos.transition(s, rule_id, now, targets_of)
+            if child is not None:
+                poke_after_commit(s)
+                _queue(s, child)
+        if child is not None:
+            log.info("rule %s: next QoS step in rule %s", rule_id, child)
+            done += 1
+    return done
+
+
+def _queue(s: Session, rule_id: str) -> None:
+    from fedlake.catalog import transfers as transfer_core
+
+    transfer_core.queue_for_rules(s, [rule_id], None)
+
+
+def seconds_to_next_qos_step(lake: Lake, default: float) -> float:
+    with lake.db.read() as s:
+        when = qos.next_step_at(s)
+    return default if when is None else (when - utcnow()).total_seconds()

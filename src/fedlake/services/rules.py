@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 from fedlake.auth.policy import Caller, require_rule_owner
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
+from fedlake.catalog import qos, rule_bulk
 from fedlake.catalog import rses as rse_core
-from fedlake.catalog import rule_bulk
 from fedlake.catalog import rule_changes as changes
 from fedlake.catalog import rules as core
 from fedlake.catalog import transfers as transfer_core
 from fedlake.catalog.accounts import get_account
-from fedlake.catalog.models import DID, RSE
+from fedlake.catalog.models import DID, RSE, Lock
 from fedlake.domain.errors import AccessDenied, InvalidInput, InvalidReplicationRule
 from fedlake.domain.names import validate_account, validate_did_name, validate_scope
 from fedlake.domain.types import RuleGrouping, RuleNotification
@@ -86,7 +86,17 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
     """The rule ``body`` asks for, checked (everything but its DIDs)."""
     what = "rule"
     copies = req_int(body, "copies", what, minimum=1, maximum=2**31 - 1)
-    expression = _fits("rse_expression", req_str(body, "rse_expression", what), what)
+    meta = _meta(body, what)
+    policy = _qos_policy(body, meta)
+    if policy is not None and body.get("rse_expression") in (None, ""):
+        expression = qos.expression_of(policy[0])
+    else:
+        expression = _fits("rse_expression", req_str(body, "rse_expression", what), what)
+    if policy is not None and expression != qos.expression_of(policy[0]):
+        raise InvalidInput(
+            f"{what}: with a qos_policy the rse_expression is {qos.expression_of(policy[0])!r} "
+            "(the first step's class); leave it out"
+        )
     account = body.get("account") or caller.account
     validate_account(account)
     if account != caller.account and not caller.admin:
@@ -95,11 +105,18 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
     grouping = RuleGrouping.parse(body.get("grouping") or "DATASET")
     notify = RuleNotification.parse(body.get("notify") or "N")
     lifetime = opt_int(body, "lifetime", what, minimum=1, maximum=MAX_LIFETIME)
+    eol_after = None
+    if policy is not None:
+        _check_steps(s, policy, copies, opt_bool(body, "ignore_availability", what))
+        meta = json.dumps(qos.policy_meta(json.loads(meta or "{}"), policy, 0))
+        if len(policy) == 1:
+            lifetime = lifetime or policy[0].lifetime
+        else:
+            eol_after = policy[0].lifetime
     priority = opt_int(body, "priority", what, maximum=2**31 - 1)
     ignore_availability = opt_bool(body, "ignore_availability", what)
     ask_approval = opt_bool(body, "ask_approval", what)
     opt_bool(body, "asynchronous", what)  # accepted; creation is fast enough to be synchronous
-    meta = _meta(body, what)
     targets = targets_of(s, expression, ignore_availability)
     if not targets:
         raise InvalidReplicationRule(
@@ -124,7 +141,36 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
         comment=_text(body, "comment", what),
         meta=meta,
         ask_approval=ask_approval,
+        eol_after=eol_after,
     )
+
+
+def _check_steps(s: Session, policy: list[qos.Step], copies: int, anywhere: bool) -> None:
+    """Every later step's class must have room for the copies now (it is checked again
+    when the step comes)."""
+    for i, step in enumerate(policy[1:], start=1):
+        try:
+            n = len(targets_of(s, qos.expression_of(step), anywhere))
+        except InvalidInput:
+            n = 0
+        if n < copies:
+            raise InvalidInput(
+                f"qos_policy step {i}: {n} RSE(s) with QOS={step.qos} accept writes but the "
+                f"rule asks for {copies} copies; set the QOS attribute of an RSE or change the step"
+            )
+
+
+def _qos_policy(body: dict[str, Any], meta: str | None) -> list[qos.Step] | None:
+    """The rule's QoS policy: the ``qos_policy`` field, or a ``qos_policy`` key of ``meta``."""
+    value = body.get("qos_policy")
+    if value is None and meta:
+        try:
+            parsed = json.loads(meta)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            value = parsed.get("qos_policy")
+    return None if value is None else qos.parse_policy(value)
 
 
 def _meta(body: dict[str, Any], what: str) -> str | None:
@@ -354,6 +400,30 @@ def dataset_locks(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
         did_core.get_did(s, validate_scope(scope), validate_did_name(name))
         return core.locks_of_dataset(s, scope, name)
+
+
+def rule_locks(lake: Lake, rule_id: str) -> list[dict[str, Any]]:
+    """The locks of one rule (whatever the type of its DID), with their RSE names."""
+    with lake.db.read() as s:
+        core.get_rule(s, rule_id)
+        rows = s.execute(
+            select(Lock, RSE.rse)
+            .join(RSE, RSE.id == Lock.rse_id)
+            .where(Lock.rule_id == rule_id)
+            .order_by(Lock.scope, Lock.name, RSE.rse)
+        )
+        return [
+            {
+                "rule_id": lk.rule_id,
+                "scope": lk.scope,
+                "name": lk.name,
+                "rse_id": lk.rse_id,
+                "rse": rse,
+                "state": lk.state,
+                "account": lk.account,
+            }
+            for lk, rse in rows
+        ]
 
 
 def rse_names(s: Session) -> dict[str, str]:
