@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from fedlake.catalog import new_dids
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
 from fedlake.catalog.models import DID, DeletedDID, DIDContent, DIDContentHistory, Scope
 from fedlake.domain.errors import (
@@ -174,6 +175,8 @@ def add_collections(session: Session, items: Sequence[NewDID]) -> None:
         }
         for i in items
     ]
+    # queued first: its lock is then taken before this transaction holds any new row
+    new_dids.record(session, [(i.scope, i.name, i.did_type.value) for i in items])
     insert_rows(session, DID, rows, 2000)
 
 

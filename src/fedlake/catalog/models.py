@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -40,6 +41,7 @@ __all__ = [
     "Event",
     "Identity",
     "Lock",
+    "NewDIDEntry",
     "RSEAttribute",
     "RSEDistance",
     "RSELimit",
@@ -50,6 +52,7 @@ __all__ = [
     "RuleHistory",
     "Scope",
     "SigningKey",
+    "Subscription",
     "TransferAttempt",
     "TransferLink",
     "TransferRequest",
@@ -357,6 +360,7 @@ class Rule(_Stamped, Base):
         Index("rules_account_idx", "account"),
         Index("rules_expires_idx", "expires_at"),
         Index("rules_state_idx", "state", "next_repair_at"),
+        Index("rules_subscription_idx", "subscription_id"),
     )
 
 
@@ -565,3 +569,51 @@ class RSEDistance(Base):
         ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True
     )
     distance: Mapped[int] = mapped_column(Integer)
+
+
+class Subscription(Base):
+    """An account's standing order: rules (``replication_rules``, a JSON list of rule
+    templates) for every new DID that matches ``filter`` (JSON object).
+
+    ``state``: ACTIVE, UPDATED and NEW ones are applied; INACTIVE and BROKEN ones are not.
+    ``lifetime`` is the date the subscription ends (Rucio's column name). A retroactive
+    subscription also walks the DIDs that existed before it, in key order from
+    ``retro_scope``/``retro_name``, until ``retro_done``. ``matches_files``: the filter can
+    match FILE DIDs, so new files are queued for matching (see ``catalog.new_dids``).
+    """
+
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.account"))
+    filter: Mapped[str] = mapped_column(Text)  # JSON text
+    replication_rules: Mapped[str] = mapped_column(Text)  # JSON text
+    state: Mapped[str] = mapped_column(String(8), default="ACTIVE")
+    policyid: Mapped[int] = mapped_column(Integer, default=3)
+    lifetime: Mapped[datetime | None] = mapped_column(DateTime)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime)
+    comments: Mapped[str | None] = mapped_column(String(4000))
+    retroactive: Mapped[bool] = mapped_column(Boolean, default=False)
+    retro_done: Mapped[bool] = mapped_column(Boolean, default=False)
+    retro_scope: Mapped[str | None] = mapped_column(String(SCOPE))
+    retro_name: Mapped[str | None] = mapped_column(String(NAME))
+    matches_files: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_processed: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+    __table_args__ = (
+        UniqueConstraint("account", "name", name="subscriptions_account_name_uq"),
+        Index("subscriptions_state_idx", "state"),
+    )
+
+
+class NewDIDEntry(Base):
+    """A DID created while a subscription was applied: written in the DID's own
+    transaction, removed in the transaction that matched it against the subscriptions."""
+
+    __tablename__ = "new_dids"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(SCOPE))
+    name: Mapped[str] = mapped_column(String(NAME))
+    did_type: Mapped[str] = mapped_column(String(9))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)

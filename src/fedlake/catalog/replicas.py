@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from fedlake.catalog import new_dids
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
 from fedlake.catalog.dids import check_new_names, datasets_below, existing_dids, get_did
 from fedlake.catalog.meta import typed
@@ -153,6 +154,8 @@ def add_replicas(session: Session, rse: RSEInfo, files: Sequence[FileReplica], a
         }
         for f in new
     ]
+    # queued first: its lock is then taken before this transaction holds any new row
+    new_dids.record(session, [(f.scope, f.name, DIDType.FILE.value) for f in new])
     insert_rows(session, DID, did_rows, 5000)
     meta_rows = [
         {"scope": f.scope, "name": f.name, "key": k, **typed(v)}

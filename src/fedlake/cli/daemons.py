@@ -104,6 +104,14 @@ def qos_transitions() -> None:
     _foreground(QosTransitions, "QoS transitions")
 
 
+@daemon_app.command("subscriptions")
+def subscriptions() -> None:
+    """Make the rules of subscriptions for new DIDs that match their filters."""
+    from fedlake.daemons.subscriptions import SubscriptionDaemon
+
+    _foreground(SubscriptionDaemon, "subscriptions")
+
+
 @daemon_app.command("temporary-sweeper")
 def temporary_sweeper() -> None:
     """Remove temporary files left on local RSEs by killed uploads."""

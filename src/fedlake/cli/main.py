@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from fedlake.cli import admin, daemons, data, transfers, up
+from fedlake.cli import admin, daemons, data, subscriptions, transfers, up
 from fedlake.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -23,6 +23,7 @@ data.register(app)
 admin.register(app)
 daemons.register(app)
 transfers.register(app)
+subscriptions.register(app)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fedlake.bootstrap import Lake
 from fedlake.daemons.rules import QosTransitions, RuleExpiry, RuleRepairer
 from fedlake.daemons.runner import Daemon
+from fedlake.daemons.subscriptions import SubscriptionDaemon
 from fedlake.daemons.temporary_sweeper import TemporarySweeper
 from fedlake.daemons.transfers import TransferProcess
 
@@ -18,4 +19,5 @@ def embedded_daemons(lake: Lake) -> list[Daemon]:
         RuleRepairer(lake),
         RuleExpiry(lake),
         QosTransitions(lake),
+        SubscriptionDaemon(lake),
     ]

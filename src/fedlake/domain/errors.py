@@ -14,11 +14,13 @@ class from the ``ExceptionClass`` header.
     ├── AccessDenied (401)
     ├── NotFound (404)
     │   ├── AccountNotFound, ScopeNotFound, DIDNotFound, RSENotFound, ReplicaNotFound,
-    │   │   RuleNotFound, KeyNotFound, ProtocolNotSupported, IdentityNotFound
+    │   │   RuleNotFound, KeyNotFound, ProtocolNotSupported, IdentityNotFound,
+    │   │   SubscriptionNotFound
     ├── Conflict (409)
     │   ├── Duplicate, DIDAlreadyExists, DuplicateContent, DuplicateRule,
     │   │   UnsupportedOperation, FileAlreadyExists, InvalidReplicationRule,
-    │   │   InsufficientAccountLimit, InsufficientTargetRSEs, ChecksumMismatch
+    │   │   InsufficientAccountLimit, InsufficientTargetRSEs, ChecksumMismatch,
+    │   │   SubscriptionDuplicate
     └── StorageError (502)               -> storage endpoint failed
 """
 
@@ -59,6 +61,8 @@ __all__ = [
     "RuleNotFound",
     "ScopeNotFound",
     "StorageError",
+    "SubscriptionDuplicate",
+    "SubscriptionNotFound",
     "UnsupportedMetadataPlugin",
     "UnsupportedOperation",
     "error_class_for",
@@ -197,6 +201,10 @@ class ProtocolNotSupported(NotFound):
     rucio_class = "RSEProtocolNotSupported"
 
 
+class SubscriptionNotFound(NotFound):
+    rucio_class = "SubscriptionNotFound"
+
+
 class Conflict(LakeError):
     """The request conflicts with the current state of the catalogue."""
 
@@ -246,6 +254,12 @@ class FileConsistencyMismatch(Conflict):
     """A file is registered again with a different size or checksum than it has."""
 
     rucio_class = "FileConsistencyMismatch"
+
+
+class SubscriptionDuplicate(Conflict):
+    """An account already has a subscription of that name."""
+
+    rucio_class = "SubscriptionDuplicate"
 
 
 class ChecksumMismatch(Conflict):

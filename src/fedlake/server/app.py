@@ -9,7 +9,17 @@ from fedlake import __version__
 from fedlake.bootstrap import Lake
 from fedlake.domain.errors import LakeError
 from fedlake.server.errors import handle_http_exception, handle_lake_error, handle_unexpected
-from fedlake.server.routes import accounts, core, dids, files, replicas, rses, rules, transfers
+from fedlake.server.routes import (
+    accounts,
+    core,
+    dids,
+    files,
+    replicas,
+    rses,
+    rules,
+    subscriptions,
+    transfers,
+)
 
 __all__ = ["create_app"]
 
@@ -27,7 +37,7 @@ def create_app(lake: Lake) -> FastAPI:
     # no two routers match the same path (transfers adds /rses/{a}/distances/{b}, which no
     # RSE route matches), so their order only decides how many routes a request is matched
     # against: the hot ones (DIDs, replicas) come first
-    for module in (dids, replicas, rules, files, core, accounts, rses, transfers):
+    for module in (dids, replicas, rules, files, core, accounts, rses, transfers, subscriptions):
         app.include_router(module.router)
     app.add_exception_handler(LakeError, handle_lake_error)
     app.add_exception_handler(HTTPException, handle_http_exception)

@@ -1,0 +1,150 @@
+"""``fedlake subscription add|list|show|update|disable`` against a live lake."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedlake.bootstrap import build_lake
+from fedlake.client import Client, ClientConfig
+from fedlake.daemons.subscriptions import SubscriptionDaemon
+from fedlake.settings import Settings
+from tests.helpers import (
+    ROOT_PASSWORD,
+    LiveLake,
+    create_pg_database,
+    drop_pg_database,
+    pg_base_url,
+    start_lake,
+)
+
+BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveLake]:
+    db_url = None
+    if request.param == "postgresql":
+        base = pg_base_url()
+        assert base is not None
+        db_url = create_pg_database(base)
+    lake = start_lake(tmp_path_factory.mktemp("sub-cli") / "data", db_url)
+    try:
+        yield lake
+    finally:
+        lake.stop()
+        if db_url:
+            drop_pg_database(db_url)
+
+
+def fedlake(live: LiveLake, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
+    env.update(
+        FEDLAKE_URL=live.url,
+        FEDLAKE_USERNAME="root",
+        FEDLAKE_PASSWORD=ROOT_PASSWORD,
+        FEDLAKE_ACCOUNT="root",
+        FEDLAKE_DATA_DIR=str(live.data_dir),
+        COLUMNS="250",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedlake.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if ok:
+        assert proc.returncode == 0, f"fedlake {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def run_daemon(live: LiveLake) -> None:
+    lake = build_lake(
+        Settings(data_dir=Path(live.data_dir), database_url=live.database_url), migrate=False
+    )
+    try:
+        daemon = SubscriptionDaemon(lake)
+        while daemon.run_once():
+            pass
+    finally:
+        lake.close()
+
+
+def test_add_list_show_update_disable(live: LiveLake) -> None:
+    rule = json.dumps({"copies": 1, "rse_expression": "LOCAL-SAFE"})
+    flt = json.dumps({"scope": ["user.root"], "pattern": "cli_"})
+    out = fedlake(live, "subscription", "add", "to-safe", "--filter", flt, "--rule", rule).stdout
+    assert "added subscription root/to-safe" in out
+
+    rows = json.loads(fedlake(live, "subscription", "list", "--json").stdout)
+    assert [(r["name"], r["state"]) for r in rows] == [("to-safe", "ACTIVE")]
+    assert "to-safe" in fedlake(live, "subscription", "list", "--all").stdout
+
+    with Client(ClientConfig(url=live.url, username="root", password=ROOT_PASSWORD)) as c:
+        c.add_did("user.root", "cli_ds")
+    run_daemon(live)
+    shown = json.loads(fedlake(live, "subscription", "show", "to-safe", "--rules", "--json").stdout)
+    assert shown["rule_states"] == {"OK": 1}
+    assert [r["name"] for r in shown["rules"]] == ["cli_ds"]
+    table = fedlake(live, "subscription", "show", "to-safe").stdout
+    assert "its rules" in table and "OK" in table
+
+    fedlake(
+        live,
+        "subscription",
+        "update",
+        "to-safe",
+        "--comments",
+        "now with comments",
+        "--priority",
+        "1",
+    )
+    shown = json.loads(fedlake(live, "subscription", "show", "to-safe", "--json").stdout)
+    assert (shown["comments"], shown["policyid"], shown["state"]) == (
+        "now with comments",
+        1,
+        "UPDATED",
+    )
+    assert (
+        "disabled subscription root/to-safe"
+        in fedlake(live, "subscription", "disable", "to-safe").stdout
+    )
+    shown = json.loads(fedlake(live, "subscription", "show", "to-safe", "--json").stdout)
+    assert shown["state"] == "INACTIVE"
+    fedlake(live, "subscription", "update", "to-safe", "--enable")
+    shown = json.loads(fedlake(live, "subscription", "show", "to-safe", "--json").stdout)
+    assert shown["state"] == "ACTIVE"
+
+
+def test_errors_are_clear(live: LiveLake) -> None:
+    bad = fedlake(
+        live,
+        "subscription",
+        "add",
+        "bad",
+        "--filter",
+        '{"pattern": "("}',
+        "--rule",
+        '{"copies": 1, "rse_expression": "LOCAL-SAFE"}',
+        ok=False,
+    )
+    assert bad.returncode == 1
+    assert "not a valid regular expression" in bad.stderr
+    bad = fedlake(live, "subscription", "add", "bad", "--filter", "{nope", ok=False)
+    assert bad.returncode != 0 and "--filter is not valid JSON" in bad.stderr + bad.stdout
+    bad = fedlake(live, "subscription", "add", "bad", ok=False)
+    assert "replication_rules is required" in bad.stderr
+    bad = fedlake(live, "subscription", "show", "nothing-here", ok=False)
+    assert "SubscriptionNotFound" in bad.stderr
+    bad = fedlake(live, "subscription", "update", "nothing-here", ok=False)
+    assert "nothing to change" in bad.stderr + bad.stdout
