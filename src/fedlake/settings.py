@@ -49,6 +49,10 @@ ENV_VARS: dict[str, str] = {
         "seconds a rule's transfer may stay queued or running before its lock is STUCK "
         "and repaired (default 604800)"
     ),
+    "FEDLAKE_DELETION_LEASE_SECONDS": (
+        "a deletion daemon's claim on replicas it deletes; a killed daemon's deletions are "
+        "done again after it expires (default 600)"
+    ),
     "FEDLAKE_S3_ACCESS_KEY": "storage: S3 access key when an RSE protocol names none",
     "FEDLAKE_S3_SECRET_KEY": "storage: S3 secret key when an RSE protocol names none",
     "FEDLAKE_STORAGE_TOKEN": "storage: bearer token for WebDAV endpoints without their own",
@@ -79,6 +83,7 @@ class Settings:
     rule_suspend_after: int = 10
     rule_suspended_retry: int = 86400
     rule_replicating_timeout: int = 7 * 86400
+    deletion_lease_seconds: int = 600
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -105,6 +110,8 @@ class Settings:
             raise ValueError("FEDLAKE_RULE_SUSPEND_AFTER must be from 1 to 1000 rounds")
         if not 1 <= self.rule_suspended_retry <= 365 * 86400:
             raise ValueError("FEDLAKE_RULE_SUSPENDED_RETRY must be from 1 s to 365 days")
+        if not 2 <= self.deletion_lease_seconds <= 86400:
+            raise ValueError("FEDLAKE_DELETION_LEASE_SECONDS must be from 2 to 86400")
         if not 60 <= self.rule_replicating_timeout <= 365 * 86400:
             raise ValueError("FEDLAKE_RULE_REPLICATING_TIMEOUT must be from 60 s to 365 days")
 
@@ -165,4 +172,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rule_suspend_after=_int(env, "FEDLAKE_RULE_SUSPEND_AFTER", 10),
         rule_suspended_retry=_int(env, "FEDLAKE_RULE_SUSPENDED_RETRY", 86400),
         rule_replicating_timeout=_int(env, "FEDLAKE_RULE_REPLICATING_TIMEOUT", 7 * 86400),
+        deletion_lease_seconds=_int(env, "FEDLAKE_DELETION_LEASE_SECONDS", 600),
     )
