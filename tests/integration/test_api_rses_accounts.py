@@ -85,6 +85,61 @@ def test_list_rses_and_expressions(api: TestClient) -> None:
         assert_error(api.get("/rses/", params={"expression": bad}), 400, "InvalidRSEExpression")
 
 
+def test_rse_expression_grammar(api: TestClient) -> None:
+    """The full grammar over REST with attributes set through the API (docs/rse-expressions.md)."""
+    for rse, key, value in [
+        ("LOCAL-DISK", "tier", 1),
+        ("LOCAL-SAFE", "tier", "2"),  # text, as the rucio CLI sends it
+        ("LOCAL-TAPE", "tier", 3.5),
+        ("LOCAL-SAFE", "endpoint", "https://se.example.org:8443/data"),
+    ]:
+        r = post(api, f"/rses/{rse}/attr/{key}", {"value": value})
+        assert r.status_code == 201, r.text
+    assert rses(api, "tier<2") == ["LOCAL-DISK"]
+    assert rses(api, "tier>=2") == ["LOCAL-SAFE", "LOCAL-TAPE"]
+    assert rses(api, "tier>1.5&tier<=3") == ["LOCAL-SAFE"]
+    assert rses(api, "tier=1.0|tier=2") == ["LOCAL-DISK", "LOCAL-SAFE"]
+    assert rses(api, "tier!=1") == ["LOCAL-BUFFER", "LOCAL-SAFE", "LOCAL-TAPE"]
+    assert rses(api, "buffer") == ["LOCAL-BUFFER"]
+    assert rses(api, "endpoint=https://se.example.org:8443/data") == ["LOCAL-SAFE"]
+    assert rses(api, " ( site = LOCAL | site=LOCAL-2 ) & tier >= 1 ") == [
+        "LOCAL-DISK",
+        "LOCAL-SAFE",
+        "LOCAL-TAPE",
+    ]
+    # left to right, no precedence; parentheses force the order
+    assert rses(api, "LOCAL-DISK|LOCAL-SAFE&QOS=SAFE") == ["LOCAL-SAFE"]
+    assert rses(api, "LOCAL-DISK|(LOCAL-SAFE&QOS=SAFE)") == ["LOCAL-DISK", "LOCAL-SAFE"]
+    assert rses(api, "*\\(site=LOCAL\\(LOCAL-BUFFER))") == [
+        "LOCAL-BUFFER",
+        "LOCAL-SAFE",
+        "LOCAL-TAPE",
+    ]
+    # long and deeply nested expressions are evaluated, not a server error
+    assert rses(api, "(" * 2000 + "LOCAL-DISK" + ")" * 2000) == ["LOCAL-DISK"]
+    assert rses(api, "|".join(["LOCAL-SAFE"] * 2000)) == ["LOCAL-SAFE"]
+
+    # syntax errors: 400 InvalidRSEExpression naming the position, in the body and header
+    for bad, position in [
+        ("LOCAL-DISK LOCAL-SAFE", 11),
+        ("tier<abc", 5),
+        ("(LOCAL-DISK|LOCAL-SAFE", 0),
+        ("LOCAL-DISK|", 10),
+        ("LOCAL-DISK&()", 11),
+        ("site=LOCAL,LOCAL-2", 10),
+    ]:
+        r = api.get("/rses/", params={"expression": bad})
+        message = assert_error(r, 400, "InvalidRSEExpression")
+        assert f"at position {position}" in message and f"RSE expression '{bad}'" in message
+        assert f"at position {position}" in r.headers["ExceptionMessage"]
+
+    # syntactically fine but no RSE: Rucio's "resulted in an empty set", same class
+    for empty in ("site=NOWHERE", "istape>0", "LOCAL-DISK&LOCAL-SAFE"):
+        r = api.get("/rses/", params={"expression": empty})
+        message = assert_error(r, 400, "InvalidRSEExpression")
+        assert message.startswith(f"RSE expression '{empty}' resulted in an empty set"), message
+
+
 def test_rse_settings(api: TestClient, lake: Lake) -> None:
     info = one(api.get("/rses/LOCAL-DISK"))
     assert info["rse"] == "LOCAL-DISK" and info["id"]
