@@ -244,9 +244,9 @@ def _check_target(s: Any, locality: str, target: str) -> None:
 
 
 def _rse_attr_map(s: Any) -> dict[str, dict[str, Any]]:
-    return {
-        r.rse: rse_core.attributes(s, r.id) | {"rse_type": r.rse_type} for r in rse_core.all_rses(s)
-    }
+    from fedlake.services.rses import attribute_map  # one map for every expression
+
+    return attribute_map(s)
 
 
 def delete_limit(lake: Lake, caller: Caller, account: str, locality: str, target: str) -> None:
