@@ -65,6 +65,23 @@ ENV_VARS: dict[str, str] = {
 }
 
 
+YEAR = 365 * 86400
+
+#: (field, lowest, highest, what the error says) of the settings with a range
+_RANGES: tuple[tuple[str, int, int, str], ...] = (
+    ("max_body_bytes", 1024, 2**62, "at least 1024"),
+    ("token_lifetime", 60, 10 * YEAR, "at least 60 seconds"),
+    ("auth_cache_seconds", 0, 300, "from 0 to 300 seconds"),
+    ("transfer_threads", 1, 2000, "from 1 to 2000"),
+    ("transfer_lease_seconds", 2, 86400, "from 2 to 86400"),
+    ("rule_repair_delay", 1, 86400, "from 1 to 86400 seconds"),
+    ("rule_suspend_after", 1, 1000, "from 1 to 1000 rounds"),
+    ("rule_suspended_retry", 1, YEAR, "from 1 s to 365 days"),
+    ("rule_replicating_timeout", 60, YEAR, "from 60 s to 365 days"),
+    ("deletion_lease_seconds", 2, 86400, "from 2 to 86400"),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path.home() / ".fedlake")
@@ -92,28 +109,11 @@ class Settings:
             object.__setattr__(self, "public_url", f"http://{self.host}:{self.port}")
         if self.port <= 0 or self.port > 65535:
             raise ValueError(f"FEDLAKE_PORT={self.port} is not a TCP port (1-65535)")
-        if self.max_body_bytes < 1024:
-            raise ValueError("FEDLAKE_MAX_BODY_BYTES must be at least 1024")
-        if self.token_lifetime < 60:
-            raise ValueError("FEDLAKE_TOKEN_LIFETIME must be at least 60 seconds")
-        if not 0 <= self.auth_cache_seconds <= 300:
-            raise ValueError("FEDLAKE_AUTH_CACHE_SECONDS must be from 0 to 300 seconds")
-        if not 1 <= self.transfer_threads <= 2000:
-            raise ValueError("FEDLAKE_TRANSFER_THREADS must be from 1 to 2000")
         if self.transfer_max_active is not None and self.transfer_max_active < 1:
             raise ValueError("FEDLAKE_TRANSFER_MAX_ACTIVE must be at least 1 (or unset)")
-        if not 2 <= self.transfer_lease_seconds <= 86400:
-            raise ValueError("FEDLAKE_TRANSFER_LEASE_SECONDS must be from 2 to 86400")
-        if not 1 <= self.rule_repair_delay <= 86400:
-            raise ValueError("FEDLAKE_RULE_REPAIR_DELAY must be from 1 to 86400 seconds")
-        if not 1 <= self.rule_suspend_after <= 1000:
-            raise ValueError("FEDLAKE_RULE_SUSPEND_AFTER must be from 1 to 1000 rounds")
-        if not 1 <= self.rule_suspended_retry <= 365 * 86400:
-            raise ValueError("FEDLAKE_RULE_SUSPENDED_RETRY must be from 1 s to 365 days")
-        if not 2 <= self.deletion_lease_seconds <= 86400:
-            raise ValueError("FEDLAKE_DELETION_LEASE_SECONDS must be from 2 to 86400")
-        if not 60 <= self.rule_replicating_timeout <= 365 * 86400:
-            raise ValueError("FEDLAKE_RULE_REPLICATING_TIMEOUT must be from 60 s to 365 days")
+        for attr, low, high, text in _RANGES:
+            if not low <= getattr(self, attr) <= high:
+                raise ValueError(f"FEDLAKE_{attr.upper()} must be {text}")
 
     def _default_database_url(self) -> str:
         return f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
