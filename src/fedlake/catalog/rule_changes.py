@@ -191,5 +191,6 @@ def move_rule(
     parent.child_rule_id = child
     parent.updated_at = utcnow()
     events.emit(session, "rule-moving", {"rule_id": rule_id, "child_rule_id": child})
+    session.flush()  # autoflush is off: retire_parents must see parent.child_rule_id
     core.retire_parents(session, child)  # the child may be OK at once
     return child

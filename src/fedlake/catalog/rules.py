@@ -70,6 +70,7 @@ __all__ = [
     "release_replicas",
     "retire_parents",
     "rule_dict",
+    "stick_locks",
     "unlock_detached",
     "update_rule",
 ]
@@ -749,3 +750,23 @@ def locks_of_dataset(session: Session, scope: str, name: str) -> list[dict[str, 
         }
         for lk, rse in rows
     ]
+
+
+def stick_locks(session: Session, items: Sequence[tuple[str, str, str]]) -> None:
+    """REPLICATING locks of failed copies become STUCK (the rule repairer takes over)."""
+    rule_ids: set[str] = set()
+    by_rse: dict[str, list[tuple[str, str]]] = {}
+    for rse_id, s, n in items:
+        by_rse.setdefault(rse_id, []).append((s, n))
+    for rse_id, keys in by_rse.items():
+        for batch in chunks(keys):
+            cond = and_(
+                Lock.rse_id == rse_id,
+                pairs_in(Lock.scope, Lock.name, batch),
+                Lock.state == LockState.REPLICATING.value,
+            )
+            rule_ids.update(session.scalars(select(Lock.rule_id).where(cond).distinct()))
+            session.execute(
+                update(Lock).where(cond).values(state=LockState.STUCK.value, updated_at=utcnow())
+            )
+    recount(session, rule_ids)

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from fedlake.catalog import events
 from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import Lock, TransferAttempt, TransferRequest
-from fedlake.catalog.transfers import ACTIVE, NewRequest, queue_requests, stick_locks
+from fedlake.catalog.rules import stick_locks
+from fedlake.catalog.transfers import ACTIVE, NewRequest, queue_requests
 from fedlake.domain.errors import InvalidInput, RequestNotFound
 from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import LockState, RequestState

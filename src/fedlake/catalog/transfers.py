@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     and_,
     bindparam,
+    exists,
     func,
     literal,
     literal_column,
@@ -81,7 +82,6 @@ __all__ = [
     "set_share",
     "shares",
     "sources_of",
-    "stick_locks",
 ]
 
 ACTIVE = (RequestState.QUEUED.value, RequestState.SUBMITTED.value, RequestState.WAITING.value)
@@ -251,6 +251,15 @@ def queue_requests(session: Session, items: Sequence[NewRequest]) -> list[int]:
     return ids
 
 
+def _is_being_deleted(lock: Any) -> Any:
+    return and_(
+        Replica.rse_id == lock.rse_id,
+        Replica.scope == lock.scope,
+        Replica.name == lock.name,
+        Replica.state == ReplicaState.BEING_DELETED.value,
+    )
+
+
 def queue_for_rules(session: Session, rule_ids: Sequence[str], activity: str | None) -> int:
     """Queue a request for every REPLICATING lock of these rules that has none yet."""
     if not rule_ids:
@@ -279,6 +288,8 @@ def queue_for_rules(session: Session, rule_ids: Sequence[str], activity: str | N
         .join(Rule, Rule.id == Lock.rule_id)
         .join(DID, and_(DID.scope == Lock.scope, DID.name == Lock.name))
         .where(Lock.rule_id.in_(rule_ids), Lock.state == LockState.REPLICATING.value)
+        # a replica still being deleted is queued when its deletion ends (catalog.deletion)
+        .where(~exists().where(_is_being_deleted(Lock)))
     )
     cols = [
         "scope",
@@ -496,7 +507,7 @@ def mark_no_sources(
             lease_expires=None,
         )
     )
-    stick_locks(session, [(c.dest_rse_id, c.scope, c.name) for c in claimed])
+    rule_core.stick_locks(session, [(c.dest_rse_id, c.scope, c.name) for c in claimed])
     events.emit_many(
         session,
         "transfer-failed",
@@ -678,7 +689,7 @@ def complete(session: Session, owner: str, outcomes: Sequence[Outcome]) -> list[
             ),
             [{"rid": o.request_id, "err": o.error} for o in failed],
         )
-        stick_locks(session, [(o.dest_rse_id, o.scope, o.name) for o in failed])
+        rule_core.stick_locks(session, [(o.dest_rse_id, o.scope, o.name) for o in failed])
         events.emit_many(
             session,
             "transfer-failed",
@@ -710,7 +721,8 @@ def _excluded_after(session: Session, outcomes: Sequence[Outcome]) -> dict[int, 
 
 
 def _replicas_available(session: Session, done: Sequence[Outcome], now: datetime) -> None:
-    """The destination replicas become AVAILABLE (created when no rule made them)."""
+    """The destination replicas become AVAILABLE (created when no rule made them); files
+    marked LOST by the deletion of their last replica are available again."""
     by_rse: dict[str, list[Outcome]] = {}
     for o in done:
         by_rse.setdefault(o.dest_rse_id, []).append(o)
@@ -778,23 +790,9 @@ def _replicas_available(session: Session, done: Sequence[Outcome], now: datetime
                 ],
             )
         rule_core.locks_available(session, rse_id, keys)
-
-
-def stick_locks(session: Session, items: Sequence[tuple[str, str, str]]) -> None:
-    """REPLICATING locks of failed copies become STUCK (the rule repairer takes over)."""
-    rule_ids: set[str] = set()
-    by_rse: dict[str, list[tuple[str, str]]] = {}
-    for rse_id, s, n in items:
-        by_rse.setdefault(rse_id, []).append((s, n))
-    for rse_id, keys in by_rse.items():
         for batch in chunks(keys):
-            cond = and_(
-                Lock.rse_id == rse_id,
-                pairs_in(Lock.scope, Lock.name, batch),
-                Lock.state == LockState.REPLICATING.value,
-            )
-            rule_ids.update(session.scalars(select(Lock.rule_id).where(cond).distinct()))
             session.execute(
-                update(Lock).where(cond).values(state=LockState.STUCK.value, updated_at=utcnow())
+                update(DID)
+                .where(pairs_in(DID.scope, DID.name, batch), DID.availability == "LOST")
+                .values(availability="AVAILABLE")
             )
-    rule_core.recount(session, rule_ids)

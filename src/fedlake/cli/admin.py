@@ -16,7 +16,6 @@ rse_app = typer.Typer(help="storage elements", no_args_is_help=True)
 protocol_app = typer.Typer(help="RSE protocols", no_args_is_help=True)
 scope_app = typer.Typer(help="scopes", no_args_is_help=True)
 account_app = typer.Typer(help="accounts", no_args_is_help=True)
-rule_app = typer.Typer(help="replication rules", no_args_is_help=True)
 
 
 def _client() -> Any:
@@ -177,46 +176,8 @@ def account_add(
     console.print(f"added account {account} with scope user.{account}")
 
 
-@rule_app.command("add")
-def rule_add(
-    did: str,
-    rse_expression: str,
-    copies: Annotated[int, typer.Option()] = 1,
-    lifetime: Annotated[int | None, typer.Option()] = None,
-) -> None:
-    """Ask for COPIES copies of DID on RSEs matching an expression."""
-    from fedlake.domain.names import split_did
-
-    with _client() as c:
-        ids = c.add_rule([split_did(did)], copies, rse_expression, lifetime=lifetime)
-    console.print("\n".join(ids))
-
-
-@rule_app.command("list")
-def rule_list(did: str, as_json: JsonOpt = False) -> None:
-    """Rules on a DID."""
-    from fedlake.domain.names import split_did
-
-    with _client() as c:
-        emit(
-            c.list_did_rules(*split_did(did)),
-            [
-                "id",
-                "account",
-                "rse_expression",
-                "copies",
-                "state",
-                "locks_ok_cnt",
-                "locks_replicating_cnt",
-                "expires_at",
-            ],
-            as_json=as_json,
-        )
-
-
 def register(app: typer.Typer) -> None:
     rse_app.add_typer(protocol_app, name="protocol")
     app.add_typer(rse_app, name="rse")
     app.add_typer(scope_app, name="scope")
     app.add_typer(account_app, name="account")
-    app.add_typer(rule_app, name="rule")

@@ -104,6 +104,15 @@ def qos_transitions() -> None:
     _foreground(QosTransitions, "QoS transitions")
 
 
+@daemon_app.command("deletion")
+def deletion() -> None:
+    """Delete replicas no rule needs (OBSOLETE ones always; least recently used ones on
+    greedy RSEs or when free space is below the RSE's MinFreeSpace)."""
+    from fedlake.daemons.deletion import DeletionDaemon
+
+    _foreground(DeletionDaemon, "deletion")
+
+
 @daemon_app.command("subscriptions")
 def subscriptions() -> None:
     """Make the rules of subscriptions for new DIDs that match their filters."""

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from fedlake.cli import admin, daemons, data, subscriptions, transfers, up
+from fedlake.cli import admin, daemons, data, rules, subscriptions, transfers, up
 from fedlake.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -24,6 +24,7 @@ admin.register(app)
 daemons.register(app)
 transfers.register(app)
 subscriptions.register(app)
+rules.register(app)
 
 
 def main() -> None:

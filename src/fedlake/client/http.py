@@ -313,13 +313,58 @@ class Client:
         return list(self._json("POST", "/rules/", body=body))
 
     def get_rule(self, rule_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/rules/{rule_id}"))
+        return dict(self._json("GET", f"/rules/{_q(rule_id)}"))
+
+    def list_rules(self, **filters: Any) -> list[dict[str, Any]]:
+        """Rules whose columns equal the filters (account="alice", state="STUCK",
+        scope=..., name=...); None values are left out."""
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        return list(self._stream("GET", "/rules/", params=params))
 
     def list_did_rules(self, scope: str, name: str) -> list[dict[str, Any]]:
         return list(self._stream("GET", f"/dids/{_q(scope)}/{_q(name)}/rules"))
 
-    def delete_rule(self, rule_id: str) -> None:
-        self.request("DELETE", f"/rules/{rule_id}", body={"purge_replicas": None})
+    def update_rule(self, rule_id: str, options: dict[str, Any]) -> None:
+        """Change a rule (lifetime, locked, comment, activity, priority, account, state,
+        copies, rse_expression, approve); see docs/rules.md."""
+        self.request("PUT", f"/rules/{_q(rule_id)}", body={"options": options})
+
+    def approve_rule(self, rule_id: str) -> None:
+        self.update_rule(rule_id, {"approve": True})
+
+    def deny_rule(self, rule_id: str, reason: str | None = None) -> None:
+        """Refuse a rule waiting for approval: it is removed."""
+        options: dict[str, Any] = {"approve": False}
+        if reason is not None:
+            options["comment"] = reason
+        self.update_rule(rule_id, options)
+
+    def reduce_rule(
+        self, rule_id: str, copies: int, exclude_expression: str | None = None
+    ) -> list[str]:
+        body: dict[str, Any] = {"copies": copies}
+        if exclude_expression is not None:
+            body["exclude_expression"] = exclude_expression
+        return list(self._json("POST", f"/rules/{_q(rule_id)}/reduce", body=body))
+
+    def move_rule(
+        self, rule_id: str, rse_expression: str, override: dict[str, Any] | None = None
+    ) -> str:
+        """Move a rule's data: returns the child rule's id (the rule goes once it is OK)."""
+        body: dict[str, Any] = {"rse_expression": rse_expression}
+        if override:
+            body["override"] = override
+        return str(self._json("POST", f"/rules/{_q(rule_id)}/move", body=body))
+
+    def delete_rule(self, rule_id: str, purge_replicas: bool | None = None) -> None:
+        """Remove a rule; ``purge_replicas`` None keeps the rule's own setting."""
+        self.request("DELETE", f"/rules/{_q(rule_id)}", body={"purge_replicas": purge_replicas})
+
+    def rule_history(self, scope: str, name: str) -> list[dict[str, Any]]:
+        return list(self._stream("GET", f"/rules/{_q(scope)}/{_q(name)}/history"))
+
+    def rule_locks(self, rule_id: str) -> list[dict[str, Any]]:
+        return list(self._stream("GET", f"/rules/{_q(rule_id)}/locks"))
 
     # --- transfers (fedlake) -------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fedlake.bootstrap import Lake
+from fedlake.daemons.deletion import DeletionDaemon
 from fedlake.daemons.rules import QosTransitions, RuleExpiry, RuleRepairer
 from fedlake.daemons.runner import Daemon
 from fedlake.daemons.subscriptions import SubscriptionDaemon
@@ -20,4 +21,5 @@ def embedded_daemons(lake: Lake) -> list[Daemon]:
         RuleExpiry(lake),
         QosTransitions(lake),
         SubscriptionDaemon(lake),
+        DeletionDaemon(lake),
     ]

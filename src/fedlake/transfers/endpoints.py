@@ -157,7 +157,7 @@ class Endpoints:
         )
 
     def endpoints(self, rse_id: str, operation: str) -> list[Endpoint]:
-        """Protocols for ``read`` or ``write`` in priority order (WAN priorities)."""
+        """Protocols for ``read``, ``write`` or ``delete`` in priority order (WAN)."""
         self.refresh()
         cached = self._endpoint_cache.get((rse_id, operation))
         if cached is not None:
@@ -168,7 +168,7 @@ class Endpoints:
 
     def _endpoints(self, rse_id: str, operation: str) -> list[Endpoint]:
         info = self.info(rse_id)
-        attr = "read_wan" if operation == "read" else "write_wan"
+        attr = {"read": "read_wan", "delete": "delete_wan"}.get(operation, "write_wan")
         protos = sorted(
             (p for p in info.protocols if getattr(p, attr) is not None),
             key=lambda p: getattr(p, attr) or 0,

@@ -46,8 +46,7 @@ async def get_rules(request: Request, rest: str) -> Response:
     if len(segs) == 1:
         return json_response(await threaded(svc.get_rule, lk, segs[0]))
     if len(segs) == 2 and segs[1] == "locks":
-        rule = await threaded(svc.get_rule, lk, segs[0])
-        return stream_response(await threaded(svc.dataset_locks, lk, rule["scope"], rule["name"]))
+        return stream_response(await threaded(svc.rule_locks, lk, segs[0]))
     if len(segs) == 2 and segs[1] == "analysis":
         rule = await threaded(svc.get_rule, lk, segs[0])
         return json_response({"rule_error": rule["error"], "transfers": []})
