@@ -221,6 +221,7 @@ class XRootDStorage(Storage):
         self.verify_stored = bool(verify_stored)
         self._filesystems: dict[str, Any] = {}
         self._lock = threading.Lock()
+        _configure_client()  # before any File(): its first open must fail fast too
 
     def _fs(self, loc: Location) -> Any:
         with self._lock:
