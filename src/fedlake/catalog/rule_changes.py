@@ -116,6 +116,7 @@ def change_copies(
             plan.append((group, rses + more))
         core.lock_files(session, rule, plan, check_limits=not rule.ignore_account_limit)
     elif copies < rule.copies:
+        core.hold_copies(session, rule.id)
         excluded = set(exclude_rse_ids)
         released: list[tuple[str, str, str]] = []
         for group, rses in groups:

@@ -266,6 +266,7 @@ def _move_locks(
 ) -> int:
     """Move stuck locks to ``new_rse``: the old ones are released (their unfinished
     replicas become OBSOLETE, their transfers cancelled), new locks are made there."""
+    rule_core.hold_copies(session, rule.id)
     for sc, nm, rid in items:
         session.execute(
             delete(Lock).where(

@@ -76,6 +76,7 @@ __all__ = [
 ]
 
 Key = tuple[str, str]
+_ACTIVE = (RequestState.QUEUED.value, RequestState.SUBMITTED.value, RequestState.WAITING.value)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -610,6 +611,7 @@ def delete_rule(session: Session, rule_id: str, purge_replicas: bool | None = No
     rule = get_rule(session, rule_id)
     if rule.locked:
         raise UnsupportedOperation(f"rule {rule_id} is locked; unlock it first")
+    hold_copies(session, rule_id)
     purge = rule.purge_replicas if purge_replicas is None else purge_replicas
     locks = [
         (rid, s, n)
@@ -623,6 +625,23 @@ def delete_rule(session: Session, rule_id: str, purge_replicas: bool | None = No
     _history(session, rule)
     events.emit(session, "rule-deleted", {"rule_id": rule_id})
     session.delete(rule)
+
+
+def hold_copies(session: Session, rule_id: str) -> None:
+    """Lock the active transfer requests of the rule's copies first (PostgreSQL), in id
+    order: a worker completing one of them locks request, replica, then locks; taking the
+    request first here too keeps the two from deadlocking."""
+    if session.get_bind().dialect.name != "postgresql":
+        return  # one writer at a time
+    tr = TransferRequest
+    on = and_(Lock.scope == tr.scope, Lock.name == tr.name, Lock.rse_id == tr.dest_rse_id)
+    session.execute(
+        select(tr.id)
+        .join(Lock, on)
+        .where(Lock.rule_id == rule_id, tr.state.in_(_ACTIVE))
+        .order_by(tr.id)
+        .with_for_update(of=tr)
+    ).all()
 
 
 #: the tombstone of a replica nobody needs any more (Rucio's OBSOLETE): deleted first
@@ -668,7 +687,7 @@ def release_replicas(
 
 
 def _cancel_copies(session: Session, rse_id: str, keys: Sequence[Key], now: datetime) -> None:
-    active = (RequestState.QUEUED.value, RequestState.SUBMITTED.value, RequestState.WAITING.value)
+    active = _ACTIVE
     session.execute(
         update(TransferRequest)
         .where(

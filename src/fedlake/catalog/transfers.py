@@ -567,7 +567,7 @@ def complete(session: Session, owner: str, outcomes: Sequence[Outcome]) -> list[
     if not outcomes:
         return []
     owned = _owned(session, owner, [o.request_id for o in outcomes])
-    mine = [o for o in outcomes if o.request_id in owned]
+    mine = sorted((o for o in outcomes if o.request_id in owned), key=lambda o: o.request_id)
     if not mine:
         return []
     now = utcnow()
