@@ -113,6 +113,14 @@ def deletion() -> None:
     _foreground(DeletionDaemon, "deletion")
 
 
+@daemon_app.command("statistics")
+def statistics() -> None:
+    """Keep PostgreSQL's planner statistics fresh (ANALYZE tables that changed a lot)."""
+    from fedlake.daemons.statistics import StatisticsDaemon
+
+    _foreground(StatisticsDaemon, "statistics")
+
+
 @daemon_app.command("subscriptions")
 def subscriptions() -> None:
     """Make the rules of subscriptions for new DIDs that match their filters."""

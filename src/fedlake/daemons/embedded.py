@@ -6,6 +6,7 @@ from fedlake.bootstrap import Lake
 from fedlake.daemons.deletion import DeletionDaemon
 from fedlake.daemons.rules import QosTransitions, RuleExpiry, RuleRepairer
 from fedlake.daemons.runner import Daemon
+from fedlake.daemons.statistics import StatisticsDaemon
 from fedlake.daemons.subscriptions import SubscriptionDaemon
 from fedlake.daemons.temporary_sweeper import TemporarySweeper
 from fedlake.daemons.transfers import TransferProcess
@@ -22,4 +23,5 @@ def embedded_daemons(lake: Lake) -> list[Daemon]:
         QosTransitions(lake),
         SubscriptionDaemon(lake),
         DeletionDaemon(lake),
+        StatisticsDaemon(lake),
     ]
