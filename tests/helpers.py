@@ -149,6 +149,23 @@ def running_lake(data_dir: Path, database_url: str | None = None) -> Iterator[Li
         live.stop()
 
 
+@contextlib.contextmanager
+def lake_on(backend: str, data_dir: Path) -> Iterator[LiveLake]:
+    """A live ``fedlake up`` on ``backend``: "sqlite", or "postgresql" (a throw-away
+    database on the test server, dropped afterwards)."""
+    db_url = None
+    if backend == "postgresql":
+        base = pg_base_url()
+        assert base is not None
+        db_url = create_pg_database(base)
+    try:
+        with running_lake(data_dir, db_url) as live:
+            yield live
+    finally:
+        if db_url:
+            drop_pg_database(db_url)
+
+
 # --- API responses (in-process TestClient) --------------------------------------------
 
 JSON = "application/json"

@@ -25,10 +25,8 @@ import pytest
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
-    create_pg_database,
-    drop_pg_database,
+    lake_on,
     pg_base_url,
-    start_lake,
 )
 
 RUCIO_BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
@@ -144,21 +142,9 @@ def rucio_lake(
 ) -> Iterator[RucioLake]:
     """A live lake (module scope, one per backend) with a rucio.cfg pointing at it."""
     workdir = tmp_path_factory.mktemp(f"rucio-{request.param}")
-    db_url: str | None = None
-    if request.param == "postgresql":
-        base = pg_base_url()
-        assert base is not None
-        db_url = create_pg_database(base)
-    try:
-        live = start_lake(workdir / "data", db_url)
-        try:
-            config = write_rucio_cfg(workdir / "rucio.cfg", live.url)
-            yield RucioLake(live, request.param, workdir, config, _client_env(workdir, config))
-        finally:
-            live.stop()
-    finally:
-        if db_url:
-            drop_pg_database(db_url)
+    with lake_on(request.param, workdir / "data") as live:
+        config = write_rucio_cfg(workdir / "rucio.cfg", live.url)
+        yield RucioLake(live, request.param, workdir, config, _client_env(workdir, config))
 
 
 @pytest.fixture(scope="module")

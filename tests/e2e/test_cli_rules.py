@@ -22,10 +22,8 @@ from fedlake.client import Client, ClientConfig
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
-    create_pg_database,
-    drop_pg_database,
+    lake_on,
     pg_base_url,
-    start_lake,
 )
 
 BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
@@ -39,21 +37,13 @@ def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveLake]:
     """One live lake per backend for the module, with a non-admin account bob."""
-    db_url = None
-    if request.param == "postgresql":
-        base = pg_base_url()
-        assert base is not None
-        db_url = create_pg_database(base)
-    lake = start_lake(tmp_path_factory.mktemp(f"rule-cli-{request.param}") / "data", db_url)
-    try:
+    with lake_on(
+        request.param, tmp_path_factory.mktemp(f"rule-cli-{request.param}") / "data"
+    ) as lake:
         with root_client(lake) as c:
             c.add_account("bob")
             c.add_identity("bob", "bob", BOB_PASSWORD)
         yield lake
-    finally:
-        lake.stop()
-        if db_url:
-            drop_pg_database(db_url)
 
 
 def root_client(live: LiveLake) -> Client:

@@ -20,9 +20,8 @@ from fedlake.client import Client, ClientConfig
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
-    create_pg_database,
-    drop_pg_database,
     free_port,
+    lake_on,
     pg_base_url,
     start_lake,
 )
@@ -32,18 +31,8 @@ BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
 
 @pytest.fixture(params=BACKENDS)
 def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveLake]:
-    db_url = None
-    if request.param == "postgresql":
-        base = pg_base_url()
-        assert base is not None
-        db_url = create_pg_database(base)
-    lake = start_lake(tmp_path / "data", db_url)
-    try:
+    with lake_on(request.param, tmp_path / "data") as lake:
         yield lake
-    finally:
-        lake.stop()
-        if db_url:
-            drop_pg_database(db_url)
 
 
 def cli_env(live: LiveLake) -> dict[str, str]:

@@ -18,10 +18,8 @@ from fedlake.settings import Settings
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
-    create_pg_database,
-    drop_pg_database,
+    lake_on,
     pg_base_url,
-    start_lake,
 )
 
 BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
@@ -31,18 +29,8 @@ BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveLake]:
-    db_url = None
-    if request.param == "postgresql":
-        base = pg_base_url()
-        assert base is not None
-        db_url = create_pg_database(base)
-    lake = start_lake(tmp_path_factory.mktemp("sub-cli") / "data", db_url)
-    try:
+    with lake_on(request.param, tmp_path_factory.mktemp("sub-cli") / "data") as lake:
         yield lake
-    finally:
-        lake.stop()
-        if db_url:
-            drop_pg_database(db_url)
 
 
 def fedlake(live: LiveLake, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -19,10 +19,8 @@ from fedlake.client import Client, ClientConfig
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
-    create_pg_database,
-    drop_pg_database,
+    lake_on,
     pg_base_url,
-    start_lake,
 )
 
 BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
@@ -36,18 +34,8 @@ def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveLake]:
     """One live lake per backend for the module (its worker copies for real)."""
-    db_url = None
-    if request.param == "postgresql":
-        base = pg_base_url()
-        assert base is not None
-        db_url = create_pg_database(base)
-    lake = start_lake(tmp_path_factory.mktemp(f"xfer-{request.param}") / "data", db_url)
-    try:
+    with lake_on(request.param, tmp_path_factory.mktemp(f"xfer-{request.param}") / "data") as lake:
         yield lake
-    finally:
-        lake.stop()
-        if db_url:
-            drop_pg_database(db_url)
 
 
 @pytest.fixture
