@@ -31,7 +31,6 @@ from fedlake.catalog.models import (
     DID,
     RSE,
     AccountLimit,
-    DIDContent,
     Lock,
     Replica,
     Rule,
@@ -745,30 +744,6 @@ def rule_history(session: Session, scope: str, name: str) -> list[RuleHistory]:
             .order_by(RuleHistory.id)
         )
     )
-
-
-def locks_of_dataset(session: Session, scope: str, name: str) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Lock, RSE.rse)
-        .join(
-            DIDContent,
-            and_(DIDContent.child_scope == Lock.scope, DIDContent.child_name == Lock.name),
-        )
-        .join(RSE, RSE.id == Lock.rse_id)
-        .where(DIDContent.scope == scope, DIDContent.name == name)
-    )
-    return [
-        {
-            "rule_id": lk.rule_id,
-            "scope": lk.scope,
-            "name": lk.name,
-            "rse_id": lk.rse_id,
-            "rse": rse,
-            "state": lk.state,
-            "account": lk.account,
-        }
-        for lk, rse in rows
-    ]
 
 
 def stick_locks(session: Session, items: Sequence[tuple[str, str, str]]) -> None:

@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 from fedlake.auth.policy import Caller, require_rule_owner
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
-from fedlake.catalog import qos, rule_bulk
+from fedlake.catalog import lock_listing, qos, rule_bulk
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import rule_changes as changes
 from fedlake.catalog import rules as core
 from fedlake.catalog import transfers as transfer_core
 from fedlake.catalog.accounts import get_account
-from fedlake.catalog.models import DID, RSE, Lock
+from fedlake.catalog.models import DID, RSE
 from fedlake.domain.errors import AccessDenied, InvalidInput, InvalidReplicationRule
 from fedlake.domain.names import validate_account, validate_did_name, validate_scope
 from fedlake.domain.types import RuleGrouping, RuleNotification
@@ -399,31 +399,13 @@ def history(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
 def dataset_locks(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
         did_core.get_did(s, validate_scope(scope), validate_did_name(name))
-        return core.locks_of_dataset(s, scope, name)
+        return lock_listing.locks_of_dataset(s, scope, name)
 
 
 def rule_locks(lake: Lake, rule_id: str) -> list[dict[str, Any]]:
     """The locks of one rule (whatever the type of its DID), with their RSE names."""
     with lake.db.read() as s:
-        core.get_rule(s, rule_id)
-        rows = s.execute(
-            select(Lock, RSE.rse)
-            .join(RSE, RSE.id == Lock.rse_id)
-            .where(Lock.rule_id == rule_id)
-            .order_by(Lock.scope, Lock.name, RSE.rse)
-        )
-        return [
-            {
-                "rule_id": lk.rule_id,
-                "scope": lk.scope,
-                "name": lk.name,
-                "rse_id": lk.rse_id,
-                "rse": rse,
-                "state": lk.state,
-                "account": lk.account,
-            }
-            for lk, rse in rows
-        ]
+        return lock_listing.locks_of_rule(s, rule_id)
 
 
 def rse_names(s: Session) -> dict[str, str]:
