@@ -128,6 +128,7 @@ def lock_rule(session: Session, rule_id: str) -> Rule | None:
 
 
 def expire_rule(session: Session, rule_id: str, now: datetime) -> bool:
+    rule_core.hold_copies(session, rule_id)  # requests before the rule, as a worker does
     rule = lock_rule(session, rule_id)
     if rule is None or rule.locked or rule.expires_at is None or rule.expires_at > now:
         return False

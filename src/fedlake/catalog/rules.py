@@ -607,10 +607,11 @@ def rules_for_file(session: Session, scope: str, name: str) -> list[Rule]:
 
 
 def delete_rule(session: Session, rule_id: str, purge_replicas: bool | None = None) -> None:
-    rule = get_rule(session, rule_id)
+    get_rule(session, rule_id)
+    hold_copies(session, rule_id)
+    rule = _locked_rule(session, rule_id)
     if rule.locked:
         raise UnsupportedOperation(f"rule {rule_id} is locked; unlock it first")
-    hold_copies(session, rule_id)
     purge = rule.purge_replicas if purge_replicas is None else purge_replicas
     locks = [
         (rid, s, n)
@@ -624,6 +625,19 @@ def delete_rule(session: Session, rule_id: str, purge_replicas: bool | None = No
     _history(session, rule)
     events.emit(session, "rule-deleted", {"rule_id": rule_id})
     session.delete(rule)
+
+
+def _locked_rule(session: Session, rule_id: str) -> Rule:
+    """The rule's row, re-read and locked until commit (PostgreSQL): a daemon that
+    deleted it meanwhile makes this RuleNotFound, not a DELETE that matches nothing."""
+    session.flush()  # pending changes (a parent's unlock) must not be overwritten
+    q = select(Rule).where(Rule.id == rule_id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = session.scalars(q).first()
+    if row is None:
+        raise RuleNotFound(f"rule {rule_id!r} does not exist (deleted meanwhile)")
+    return row
 
 
 def hold_copies(session: Session, rule_id: str) -> None:

@@ -10,13 +10,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake
 from fedlake.catalog import rses as rse_core
+from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import Event, Lock, Replica, Rule, TransferRequest
 from fedlake.catalog.rule_repair import RepairPolicy
+from fedlake.domain.errors import RuleNotFound
 from fedlake.domain.timefmt import utcnow
 from fedlake.services import dids as did_svc
 from fedlake.services import rules as rule_svc
@@ -265,3 +268,26 @@ def test_deleting_a_rule_cancels_its_unfinished_copies(
     assert req.state == "CANCELLED"
     assert replica is not None and replica.state == "COPYING" and replica.lock_cnt == 0
     assert replica.tombstone is not None and replica.tombstone.year == 1970
+
+
+def test_a_rule_expired_while_a_user_deletes_it_is_not_found(
+    lake: Lake, root: Caller, put: Callable[..., Any], worker: TransferWorker
+) -> None:
+    """PostgreSQL: the user's transaction read the rule, the expiry daemon deleted it and
+    committed; the user's delete then finds no rule (RuleNotFound, nothing half-done)
+    instead of a DELETE that matches no row."""
+    if lake.db.sqlite:
+        pytest.skip("SQLite has one writer: the two deletes cannot interleave")
+    name, _ = put("raced")
+    rule_id = add_rule(lake, root, [name], "LOCAL-SAFE", lifetime=3600)
+    wait_state(lake, rule_id, {"OK"})
+    with lake.db.write() as user:
+        held = rule_core.get_rule(user, rule_id)  # read and kept, as the rules service does
+        with lake.db.write() as s:
+            s.execute(update(Rule).values(expires_at=utcnow() - timedelta(seconds=1)))
+        assert expire_round(lake) == 1
+        with pytest.raises(RuleNotFound, match="deleted meanwhile"):
+            rule_core.delete_rule(user, held.id)
+    with lake.db.read() as s:
+        assert s.get(Rule, rule_id) is None
+        assert not list(s.scalars(select(Lock).where(Lock.rule_id == rule_id)))
