@@ -41,9 +41,7 @@ class IamGroup(Base):
 
     __tablename__ = "iam_groups"
     name: Mapped[str] = mapped_column(String(GROUP), primary_key=True)
-    parent: Mapped[str | None] = mapped_column(
-        ForeignKey("iam_groups.name", ondelete="CASCADE")
-    )
+    parent: Mapped[str | None] = mapped_column(ForeignKey("iam_groups.name", ondelete="CASCADE"))
     optional: Mapped[bool] = mapped_column(Boolean, default=False)
     description: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
@@ -92,9 +90,7 @@ class OAuthClient(Base):
     client_id: Mapped[str] = mapped_column(String(CLIENT), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     secret_hash: Mapped[str | None] = mapped_column(String(255))
-    account: Mapped[str | None] = mapped_column(
-        ForeignKey("accounts.account", ondelete="CASCADE")
-    )
+    account: Mapped[str | None] = mapped_column(ForeignKey("accounts.account", ondelete="CASCADE"))
     owner: Mapped[str] = mapped_column(ForeignKey("accounts.account", ondelete="CASCADE"))
     grant_types: Mapped[str] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(Text, default="")
