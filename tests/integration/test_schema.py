@@ -7,7 +7,6 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import fedlake.catalog.iam_models  # noqa: F401  (registers the identity tables)
 from fedlake.bootstrap import Lake
 from fedlake.catalog.models import Base
 

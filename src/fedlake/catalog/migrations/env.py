@@ -5,7 +5,6 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import fedlake.catalog.iam_models  # noqa: F401  (its tables belong to the metadata)
 from fedlake.catalog.models import Base
 
 config = context.config
