@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from fedlake.cli import admin, daemons, data, rules, subscriptions, transfers, up
+from fedlake.cli import admin, daemons, data, iam, rules, subscriptions, transfers, up
 from fedlake.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -25,6 +25,7 @@ daemons.register(app)
 transfers.register(app)
 subscriptions.register(app)
 rules.register(app)
+iam.register(app)
 
 
 def main() -> None:
