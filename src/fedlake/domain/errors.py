@@ -15,7 +15,7 @@ class from the ``ExceptionClass`` header.
     ├── NotFound (404)
     │   ├── AccountNotFound, ScopeNotFound, DIDNotFound, RSENotFound, ReplicaNotFound,
     │   │   RuleNotFound, KeyNotFound, ProtocolNotSupported, IdentityNotFound,
-    │   │   SubscriptionNotFound
+    │   │   SubscriptionNotFound, GroupNotFound, MembershipNotFound, RegistrationNotFound
     ├── Conflict (409)
     │   ├── Duplicate, DIDAlreadyExists, DuplicateContent, DuplicateRule,
     │   │   UnsupportedOperation, FileAlreadyExists, InvalidReplicationRule,
@@ -39,6 +39,7 @@ __all__ = [
     "DuplicateRule",
     "FileAlreadyExists",
     "FileConsistencyMismatch",
+    "GroupNotFound",
     "IdentityNotFound",
     "InsufficientAccountLimit",
     "InsufficientTargetRSEs",
@@ -51,10 +52,12 @@ __all__ = [
     "InvalidReplicationRule",
     "KeyNotFound",
     "LakeError",
+    "MembershipNotFound",
     "NotFound",
     "ProtocolNotSupported",
     "RSENotFound",
     "RangeNotSatisfiable",
+    "RegistrationNotFound",
     "ReplicaNotFound",
     "RequestNotFound",
     "RequestTooLarge",
@@ -203,6 +206,24 @@ class ProtocolNotSupported(NotFound):
 
 class SubscriptionNotFound(NotFound):
     rucio_class = "SubscriptionNotFound"
+
+
+class GroupNotFound(NotFound):
+    """An identity group (``/escape/cms``) does not exist."""
+
+    rucio_class = "GroupNotFound"
+
+
+class MembershipNotFound(NotFound):
+    """The account is not a member of the group."""
+
+    rucio_class = "MembershipNotFound"
+
+
+class RegistrationNotFound(NotFound):
+    """A registration request id is unknown."""
+
+    rucio_class = "RegistrationNotFound"
 
 
 class Conflict(LakeError):
