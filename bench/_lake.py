@@ -16,11 +16,14 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from fedlake.domain.paths import path_hash
 
 ROOT_PASSWORD = "bench-root-password"
 PG_BASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -254,4 +257,24 @@ def register(lake: Lake, prefix: str, n: int, batch: int = 10_000) -> list[dict[
         for i in range(0, n, batch):
             r = h.post("/replicas", json={"rse": RSE, "files": rows[i : i + batch]})
             r.raise_for_status()
+    return rows
+
+
+def put_small_files(lake: Lake, prefix: str, n: int, size: int) -> list[dict[str, object]]:
+    """Write ``n`` random files of ``size`` bytes into LOCAL-DISK's directory and register
+    them there (setup, not timed); returns the records."""
+    disk = lake.data_dir / "rses" / "disk"
+    rows: list[dict[str, object]] = []
+    for i in range(n):
+        name = f"{prefix}.{i:08d}"
+        data = os.urandom(size)
+        path = disk / path_hash(SCOPE, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        rows.append(
+            {"scope": SCOPE, "name": name, "bytes": size, "adler32": f"{zlib.adler32(data):08x}"}
+        )
+    with lake.http() as h:
+        for i in range(0, n, 10_000):
+            h.post("/replicas", json={"rse": RSE, "files": rows[i : i + 10_000]}).raise_for_status()
     return rows

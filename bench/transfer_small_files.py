@@ -9,13 +9,9 @@ adler32 verification, and committing the replicas.
 
 from __future__ import annotations
 
-import os
 import time
-import zlib
 
-from _lake import RSE, SCOPE, parse_args, report, running_lake
-
-from fedlake.domain.paths import path_hash
+from _lake import SCOPE, parse_args, put_small_files, report, running_lake
 
 GOAL = 1_000.0
 
@@ -27,27 +23,8 @@ def main() -> int:
         size=(int, 1024, "bytes per file"),
     )
     with running_lake(args) as lake:
-        disk = lake.data_dir / "rses" / "disk"
-        rows = []
-        for i in range(args.files):
-            name = f"small.{i:08d}"
-            data = os.urandom(args.size)
-            path = disk / path_hash(SCOPE, name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            rows.append(
-                {
-                    "scope": SCOPE,
-                    "name": name,
-                    "bytes": len(data),
-                    "adler32": f"{zlib.adler32(data):08x}",
-                }
-            )
+        rows = put_small_files(lake, "small", args.files, args.size)
         with lake.http() as h:
-            for i in range(0, len(rows), 10_000):
-                h.post(
-                    "/replicas", json={"rse": RSE, "files": rows[i : i + 10_000]}
-                ).raise_for_status()
             dids = [{"scope": SCOPE, "name": r["name"]} for r in rows]
             t0 = time.perf_counter()
             r = h.post("/transfers/", json={"dids": dids, "rse": "LOCAL-SAFE"})
