@@ -193,6 +193,8 @@ class TrustedIssuer(Base):
     audiences: Mapped[str] = mapped_column(Text, default="")
     algorithms: Mapped[str] = mapped_column(Text, default="RS256 ES256")
     auto_create_groups: Mapped[str] = mapped_column(Text, default="")
+    #: WLCG JWT profile issuer: its tokens must carry ``wlcg.ver``
+    wlcg_profile: Mapped[bool] = mapped_column(Boolean, default=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)

@@ -60,6 +60,7 @@ def upgrade() -> None:
         sa.Column("audiences", sa.Text(), nullable=False),
         sa.Column("algorithms", sa.Text(), nullable=False),
         sa.Column("auto_create_groups", sa.Text(), nullable=False),
+        sa.Column("wlcg_profile", sa.Boolean(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
