@@ -34,7 +34,13 @@ def build_lake(settings: Settings | None = None, *, migrate: bool = True) -> Lak
     db = Database(settings.database_url)
     if migrate:
         upgrade(db)
-    tokens = TokenService(db, settings.public_url, settings.token_lifetime)
+    tokens = TokenService(
+        db,
+        settings.public_url,
+        settings.token_lifetime,
+        algorithm=settings.token_algorithm,
+        refresh_lifetime=settings.refresh_token_lifetime,
+    )
     wakeup.set_run_dir(run_dir(settings))
     return Lake(settings=settings, db=db, tokens=tokens)
 

@@ -23,6 +23,13 @@ ENV_VARS: dict[str, str] = {
     "FEDLAKE_ROOT_PASSWORD": "password of the root account on first start (else generated)",
     "FEDLAKE_MAX_BODY_BYTES": "largest accepted request body in bytes (default 256 MiB)",
     "FEDLAKE_TOKEN_LIFETIME": "lifetime of issued access tokens in seconds (default 3600)",
+    "FEDLAKE_TOKEN_ALGORITHM": "algorithm of new signing keys: ES256 (default) or RS256",
+    "FEDLAKE_REFRESH_TOKEN_LIFETIME": (
+        "lifetime of issued refresh tokens in seconds (default 2592000, 30 days)"
+    ),
+    "FEDLAKE_OIDC_PASSWORD_GRANT": (
+        "true enables the OAuth password grant at /oidc/token (development only; default false)"
+    ),
     "FEDLAKE_AUTH_CACHE_SECONDS": (
         "seconds a server process reuses a checked token and its account's state "
         "(default 5; 0 checks every request)"
@@ -71,6 +78,7 @@ YEAR = 365 * 86400
 _RANGES: tuple[tuple[str, int, int, str], ...] = (
     ("max_body_bytes", 1024, 2**62, "at least 1024"),
     ("token_lifetime", 60, 10 * YEAR, "at least 60 seconds"),
+    ("refresh_token_lifetime", 60, 10 * YEAR, "at least 60 seconds"),
     ("auth_cache_seconds", 0, 300, "from 0 to 300 seconds"),
     ("transfer_threads", 1, 2000, "from 1 to 2000"),
     ("transfer_lease_seconds", 2, 86400, "from 2 to 86400"),
@@ -92,6 +100,9 @@ class Settings:
     root_password: str | None = None
     max_body_bytes: int = 256 * 1024 * 1024
     token_lifetime: int = 3600
+    token_algorithm: str = "ES256"  # noqa: S105 (an algorithm name, not a secret)
+    refresh_token_lifetime: int = 30 * 86400
+    oidc_password_grant: bool = False
     auth_cache_seconds: int = 5
     transfer_threads: int = 128
     transfer_max_active: int | None = None
@@ -111,6 +122,10 @@ class Settings:
             raise ValueError(f"FEDLAKE_PORT={self.port} is not a TCP port (1-65535)")
         if self.transfer_max_active is not None and self.transfer_max_active < 1:
             raise ValueError("FEDLAKE_TRANSFER_MAX_ACTIVE must be at least 1 (or unset)")
+        if self.token_algorithm not in ("ES256", "RS256"):
+            raise ValueError(
+                f"FEDLAKE_TOKEN_ALGORITHM={self.token_algorithm!r}: use ES256 or RS256"
+            )
         for attr, low, high, text in _RANGES:
             if not low <= getattr(self, attr) <= high:
                 raise ValueError(f"FEDLAKE_{attr.upper()} must be {text}")
@@ -142,6 +157,15 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         raise ValueError(f"{key}={raw!r} is not an integer") from None
 
 
+def _bool(env: Mapping[str, str], key: str) -> bool:
+    raw = (env.get(key) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{key}={raw!r} is not a boolean (true or false)")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read ``FEDLAKE_*`` variables; refuse unknown ones so typos are noticed."""
     env = os.environ if env is None else env
@@ -160,6 +184,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         root_password=env.get("FEDLAKE_ROOT_PASSWORD") or None,
         max_body_bytes=_int(env, "FEDLAKE_MAX_BODY_BYTES", 256 * 1024 * 1024),
         token_lifetime=_int(env, "FEDLAKE_TOKEN_LIFETIME", 3600),
+        token_algorithm=env.get("FEDLAKE_TOKEN_ALGORITHM") or "ES256",
+        refresh_token_lifetime=_int(env, "FEDLAKE_REFRESH_TOKEN_LIFETIME", 30 * 86400),
+        oidc_password_grant=_bool(env, "FEDLAKE_OIDC_PASSWORD_GRANT"),
         auth_cache_seconds=_int(env, "FEDLAKE_AUTH_CACHE_SECONDS", 5),
         transfer_threads=_int(env, "FEDLAKE_TRANSFER_THREADS", 128),
         transfer_max_active=(

@@ -4,9 +4,12 @@ Checking a token costs an ES256 signature verification and a catalogue read (is 
 account still active, is it an admin?) on every request. This cache keeps the answer for
 a short time. The rules that keep a cached answer correct:
 
-- Tokens of the lake are self-contained JWTs and fedlake keeps no revocation list: a
-  token whose signature and claims were valid stays valid until it expires. An entry never
-  outlives its token: it is dropped at the token's ``exp`` (without the validation leeway).
+- Tokens of the lake are self-contained JWTs; an entry never outlives its token: it is
+  dropped at the token's ``exp`` (without the validation leeway).
+- Tokens can be revoked (``fedlake.catalog.revocations``: one token, or every token of an
+  account). The process that revokes calls ``forget_token`` / ``forget_account`` so the
+  revocation applies there at once; other server processes see it within ``ttl`` seconds
+  (their cached entry expires and the token is validated again, revocation included).
 - What can change under a valid token is the account: deleted, suspended, or its
   ``admin`` attribute set or removed. Every process reads that again from the catalogue at
   least every ``ttl`` seconds (``FEDLAKE_AUTH_CACHE_SECONDS``; 0 turns the cache off). The
@@ -72,6 +75,11 @@ class CallerCache:
             self._entries.move_to_end(token)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
+
+    def forget_token(self, token: str) -> None:
+        """Drop the entry of ``token`` (it was revoked)."""
+        with self._lock:
+            self._entries.pop(token, None)
 
     def forget_account(self, account: str) -> None:
         """Drop every entry of ``account`` (its status or rights changed)."""
