@@ -14,11 +14,13 @@ from fedlake.server.routes import (
     core,
     dids,
     files,
+    iam,
     replicas,
     rses,
     rules,
     subscriptions,
     transfers,
+    trust,
 )
 
 __all__ = ["create_app"]
@@ -37,7 +39,8 @@ def create_app(lake: Lake) -> FastAPI:
     # no two routers match the same path (transfers adds /rses/{a}/distances/{b}, which no
     # RSE route matches), so their order only decides how many routes a request is matched
     # against: the hot ones (DIDs, replicas) come first
-    for module in (dids, replicas, rules, files, core, accounts, rses, transfers, subscriptions):
+    modules = (dids, replicas, rules, files, core, accounts, rses, transfers, subscriptions, iam)
+    for module in (*modules, trust):
         app.include_router(module.router)
     app.add_exception_handler(LakeError, handle_lake_error)
     app.add_exception_handler(HTTPException, handle_http_exception)
