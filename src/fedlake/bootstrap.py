@@ -6,7 +6,9 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedlake.auth.jwks_cache import JWKSCache
 from fedlake.auth.tokens import TokenService
+from fedlake.auth.trust import Trust
 from fedlake.auth.userpass import Throttle
 from fedlake.catalog.db import Database
 from fedlake.catalog.migrate import upgrade
@@ -24,6 +26,12 @@ class Lake:
     db: Database
     tokens: TokenService
     throttle: Throttle = field(default_factory=Throttle)
+    #: trusted external issuers and their keys
+    trust: Trust = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        keys = JWKSCache(min_refresh=self.settings.jwks_min_refresh)
+        self.trust = Trust(self.db, config_ttl=self.settings.auth_cache_seconds, keys=keys)
 
     def close(self) -> None:
         self.db.dispose()

@@ -34,6 +34,10 @@ ENV_VARS: dict[str, str] = {
         "seconds a server process reuses a checked token and its account's state "
         "(default 5; 0 checks every request)"
     ),
+    "FEDLAKE_JWKS_MIN_REFRESH": (
+        "seconds between two fetches of a trusted issuer's keys caused by tokens with "
+        "unknown key ids (default 30)"
+    ),
     "FEDLAKE_TRANSFER_THREADS": (
         "transfers one worker process runs at once (default 128; `fedlake up` runs one worker)"
     ),
@@ -84,6 +88,7 @@ _RANGES: tuple[tuple[str, int, int, str], ...] = (
     ("transfer_lease_seconds", 2, 86400, "from 2 to 86400"),
     ("rule_repair_delay", 1, 86400, "from 1 to 86400 seconds"),
     ("rule_suspend_after", 1, 1000, "from 1 to 1000 rounds"),
+    ("jwks_min_refresh", 1, 3600, "from 1 to 3600 seconds"),
     ("rule_suspended_retry", 1, YEAR, "from 1 s to 365 days"),
     ("rule_replicating_timeout", 60, YEAR, "from 60 s to 365 days"),
     ("deletion_lease_seconds", 2, 86400, "from 2 to 86400"),
@@ -109,6 +114,7 @@ class Settings:
     transfer_lease_seconds: int = 60
     rule_repair_delay: int = 60
     rule_suspend_after: int = 10
+    jwks_min_refresh: int = 30
     rule_suspended_retry: int = 86400
     rule_replicating_timeout: int = 7 * 86400
     deletion_lease_seconds: int = 600
@@ -194,6 +200,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if env.get("FEDLAKE_TRANSFER_MAX_ACTIVE")
             else None
         ),
+        jwks_min_refresh=_int(env, "FEDLAKE_JWKS_MIN_REFRESH", 30),
         transfer_lease_seconds=_int(env, "FEDLAKE_TRANSFER_LEASE_SECONDS", 60),
         rule_repair_delay=_int(env, "FEDLAKE_RULE_REPAIR_DELAY", 60),
         rule_suspend_after=_int(env, "FEDLAKE_RULE_SUSPEND_AFTER", 10),

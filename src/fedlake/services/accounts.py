@@ -7,6 +7,7 @@ from typing import Any
 from fedlake.auth.passwords import hash_password
 from fedlake.auth.policy import Caller, may_add_scope, require_admin
 from fedlake.auth.tokens import TokenClaims
+from fedlake.auth.trust import unverified_issuer
 from fedlake.auth.userpass import authenticate
 from fedlake.bootstrap import Lake
 from fedlake.catalog import accounts as core
@@ -16,6 +17,7 @@ from fedlake.domain.errors import AccessDenied, AccountNotFound, AuthenticationF
 from fedlake.domain.names import validate_account, validate_rse_name, validate_scope
 from fedlake.domain.types import AccountType, IdentityType, ScopeStatus
 from fedlake.expressions.rse_expression import evaluate
+from fedlake.services import trust
 
 __all__ = [
     "add_account",
@@ -74,11 +76,15 @@ def cached_caller(
     known = lake.tokens.callers.get(token)
     if known is not None:
         _check_account_header(known.account, account_header)
-    return known
+        return known
+    return lake.tokens.callers.get(trust.cache_key(token, account_header))  # external issuer
 
 
 def caller_from_token(lake: Lake, token: str | None, account_header: str | None = None) -> Caller:
     """Validate the token and read its account's state; remember the answer briefly.
+
+    A token of the lake's own issuer is checked by ``lake.tokens``; a token of another
+    issuer must come from a trusted issuer and is mapped by ``fedlake.services.trust``.
 
     See ``fedlake.auth.cache`` for why a remembered answer stays correct.
     """
@@ -87,6 +93,9 @@ def caller_from_token(lake: Lake, token: str | None, account_header: str | None 
     known = cached_caller(lake, token, account_header)
     if known is not None:
         return known
+    issuer = unverified_issuer(token)
+    if issuer is not None and issuer != lake.tokens.issuer:
+        return trust.caller_from_external(lake, token, issuer, account_header)
     claims: TokenClaims = lake.tokens.validate(token)
     _check_account_header(claims.account, account_header)
     with lake.db.read() as s:
