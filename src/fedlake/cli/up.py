@@ -43,6 +43,7 @@ def up(
     from fedlake.daemons.runner import DaemonGroup
     from fedlake.server.app import create_app
     from fedlake.services.embedded import ensure_local_rses
+    from fedlake.services.oidc_clients import ensure_cli_client
 
     settings = _settings(data_dir, host, port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,7 @@ def up(
         lake = build_lake(settings)
         generated = ensure_root(lake)
         created = ensure_local_rses(lake)
+        ensure_cli_client(lake)  # the public OAuth client of `fedlake login`
     pw_file = settings.data_dir / "root-password"
     if settings.root_password and not pw_file.exists():
         pw_file.touch(mode=0o600)

@@ -31,6 +31,7 @@ __all__ = [
     "AccountNotFound",
     "AuthenticationFailed",
     "ChecksumMismatch",
+    "ClientNotFound",
     "Conflict",
     "DIDAlreadyExists",
     "DIDNotFound",
@@ -54,6 +55,7 @@ __all__ = [
     "LakeError",
     "MembershipNotFound",
     "NotFound",
+    "OAuthError",
     "ProtocolNotSupported",
     "RSENotFound",
     "RangeNotSatisfiable",
@@ -226,6 +228,12 @@ class RegistrationNotFound(NotFound):
     rucio_class = "RegistrationNotFound"
 
 
+class ClientNotFound(NotFound):
+    """An OAuth client id is unknown."""
+
+    rucio_class = "ClientNotFound"
+
+
 class Conflict(LakeError):
     """The request conflicts with the current state of the catalogue."""
 
@@ -294,6 +302,19 @@ class StorageError(LakeError):
 
     status = 502
     rucio_class = "RSEOperationNotSupported"
+
+
+class OAuthError(LakeError):
+    """An OAuth 2.0 error (RFC 6749 5.2, RFC 8628 3.5, RFC 8693): the OAuth endpoints
+    answer ``{"error": error, "error_description": message}``."""
+
+    status = 400
+    rucio_class = "CannotAuthenticate"
+
+    def __init__(self, error: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.error = error
+        self.status = status
 
 
 def _all_subclasses(cls: type[LakeError]) -> list[type[LakeError]]:
