@@ -80,27 +80,28 @@ class JWKSCache:
         self.min_refresh = min_refresh
         self.max_age = max_age
         self.timeout = timeout
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[tuple[str, str], _Entry] = {}  # (issuer, discovery URL)
         self._lock = threading.Lock()
         #: issuer -> number of key-set fetches attempted (for tests and benchmarks)
         self.fetches: dict[str, int] = {}
 
-    def _entry(self, issuer: str) -> _Entry:
+    def _entry(self, issuer: str, source: str) -> _Entry:
         with self._lock:
-            entry = self._entries.get(issuer)
+            entry = self._entries.get((issuer, source))
             if entry is None:
-                entry = self._entries[issuer] = _Entry()
+                entry = self._entries[(issuer, source)] = _Entry()
             return entry
 
     def forget(self, issuer: str) -> None:
         """Drop the cached keys of ``issuer`` (its configuration changed or it was removed)."""
         with self._lock:
-            self._entries.pop(issuer, None)
+            for key in [k for k in self._entries if k[0] == issuer]:
+                del self._entries[key]
 
     def key(self, issuer: str, discovery_url: str | None, kid: str) -> PublicKey:
         """The public key ``kid`` of ``issuer``; AuthenticationFailed if it has none."""
-        entry = self._entry(issuer)
         source = discovery_url_of(issuer, discovery_url)
+        entry = self._entry(issuer, source)
         found = self._cached(entry, kid, source)
         if found is not None:
             return found
