@@ -178,9 +178,9 @@ def test_suspension_reinstatement_and_revocation(live: LiveLake) -> None:
         assert c.whoami()["account"] == "alice"
         out = fedlake(live, "iam", "user", "revoke-tokens", "alice", account="alice").stdout
         assert "revoked every token of alice" in out
-        with Client(ClientConfig(url=live.url, token=c._token)) as same_token:
-            with pytest.raises(AuthenticationFailed):
-                same_token.whoami()
+        same_token = Client(ClientConfig(url=live.url, token=c._token))
+        with same_token, pytest.raises(AuthenticationFailed):
+            same_token.whoami()
     fedlake(live, "iam", "user", "revoke-tokens", code=2)  # neither ACCOUNT nor --jti
     got = as_json(live, "iam", "user", "revoke-tokens", "--jti", "0123abcd")
     assert got == {"jti": "0123abcd", "revoked": True}
