@@ -11,6 +11,7 @@ same account), and the device-code and authorization-code grants of
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -107,9 +108,10 @@ def issue_tokens(
     groups: list[str] = []
     give_refresh = refresh and "offline_access" in granted
     scope_text = " ".join(granted)
-    with lake.db.write() if give_refresh else lake.db.read() as s:
-        if wanted is not None:
+    if wanted is not None:
+        with lake.db.read() as s:
             groups = token_groups(s, account, wanted)
+    with lake.db.write() if give_refresh else contextlib.nullcontext() as s:
         access, exp = lake.tokens.issue(
             account, subject, scope=scope_text, groups=tuple(groups), client_id=client.client_id
         )
@@ -123,6 +125,7 @@ def issue_tokens(
             token, jti, rexp = lake.tokens.issue_refresh(
                 account, subject, scope=scope_text, client_id=client.client_id
             )
+            assert s is not None
             flows.add_refresh_token(
                 s,
                 jti,
