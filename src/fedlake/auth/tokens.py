@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -100,6 +101,9 @@ class TokenService:
         self.keys = KeyRing(db, algorithm, self.max_lifetime)
         #: token -> Caller of recently checked tokens (filled by the accounts service)
         self.callers = CallerCache()
+        #: this lake's short memory of OAuth clients (kept by fedlake.services.oidc_clients)
+        self.client_memo: dict[str, Any] = {}
+        self.client_memo_lock = threading.Lock()
 
     @property
     def algorithm(self) -> str:

@@ -157,7 +157,11 @@ def _client_credentials(lake: Lake, client: ClientInfo, form: Mapping[str, str])
         raise OAuthError(
             "unauthorized_client", "client_credentials needs a confidential client with an account"
         )
-    _active_account(lake, client.account)
+    if client.account_status != "ACTIVE":
+        raise OAuthError(
+            "invalid_grant",
+            f"account {client.account} is {(client.account_status or 'deleted').lower()}",
+        )
     granted = [g for g in scopes.grant(_requested(form), client.scope) if g != "offline_access"]
     return issue_tokens(lake, client, client.account, client.client_id, granted, refresh=False)
 

@@ -5,7 +5,11 @@ Client secrets are random (32 bytes), shown once at creation and stored hashed w
 ``fedlake.auth.passwords`` (scrypt). Checking scrypt on every client-credentials request
 would cap a server at a few dozen tokens per second, so a process remembers the SHA-256
 of a secret it verified against the stored hash, and compares with that (constant time)
-as long as the stored hash has not changed.
+as long as the stored hash has not changed. It also remembers a client's row and its
+account's status for ``FEDLAKE_AUTH_CACHE_SECONDS`` (as it does a checked token):
+removing a client applies at once in the process that removes it and within that time
+elsewhere; a token issued meanwhile for a just-suspended account is refused where it is
+used, since every request checks the account's status.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
+import time
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import select
 
 from fedlake.auth.passwords import hash_password, verify_password
 from fedlake.auth.policy import Caller, require_admin
@@ -26,6 +32,7 @@ from fedlake.catalog import audit
 from fedlake.catalog import oauth_clients as core
 from fedlake.catalog.iam_groups import token_groups
 from fedlake.catalog.iam_models import OAuthClient
+from fedlake.catalog.models import Account
 from fedlake.domain.errors import ClientNotFound, Duplicate, InvalidInput, OAuthError
 from fedlake.services import oidc_scopes as scopes
 
@@ -36,6 +43,7 @@ __all__ = [
     "add_client",
     "authenticate_client",
     "ensure_cli_client",
+    "forget_client",
     "list_clients",
     "list_keys",
     "mint_token",
@@ -56,8 +64,6 @@ GRANTS = (
 )
 _SHORT = {"device_code": DEVICE_GRANT, "token_exchange": EXCHANGE_GRANT}
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_verified: dict[str, tuple[str, bytes]] = {}  # client_id -> (secret_hash, sha256(secret))
-_verified_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +76,11 @@ class ClientInfo:
     grant_types: tuple[str, ...]
     scope: tuple[str, ...]
     redirect_uris: tuple[str, ...]
+    #: status of ``account`` when the client was authenticated (None: no account)
+    account_status: str | None = None
 
     @classmethod
-    def of(cls, row: OAuthClient) -> ClientInfo:
+    def of(cls, row: OAuthClient, account_status: str | None = None) -> ClientInfo:
         return cls(
             row.client_id,
             row.secret_hash is None,
@@ -80,6 +88,7 @@ class ClientInfo:
             tuple(row.grant_types.split()),
             tuple(row.scope.split()),
             tuple(row.redirect_uris.split()),
+            account_status,
         )
 
 
@@ -154,8 +163,7 @@ def remove_client(lake: Lake, caller: Caller, client_id: str) -> None:
     with lake.db.write() as s:
         core.remove_client(s, client_id)
         audit.record(s, caller.account, "client.remove", client_id)
-    with _verified_lock:
-        _verified.pop(client_id, None)
+    forget_client(lake, client_id)
 
 
 def ensure_cli_client(lake: Lake) -> bool:
@@ -181,20 +189,53 @@ def ensure_cli_client(lake: Lake) -> bool:
     return True
 
 
-def _secret_ok(row: OAuthClient, secret: str) -> bool:
-    assert row.secret_hash is not None
+def _secret_ok(lake: Lake, client_id: str, secret_hash: str, secret: str) -> bool:
+    memo, lock = lake.tokens.client_memo, lake.tokens.client_memo_lock
     digest = hashlib.sha256(secret.encode()).digest()
-    with _verified_lock:
-        known = _verified.get(row.client_id)
-    if known is not None and known[0] == row.secret_hash:
+    with lock:
+        known = memo.get(f"secret:{client_id}")
+    if known is not None and known[0] == secret_hash:
         return hmac.compare_digest(known[1], digest)
-    if not verify_password(secret, row.secret_hash):
+    if not verify_password(secret, secret_hash):
         return False
-    with _verified_lock:
-        if len(_verified) > 10000:
-            _verified.clear()
-        _verified[row.client_id] = (row.secret_hash, digest)
+    with lock:
+        if len(memo) > 10000:
+            memo.clear()
+        memo[f"secret:{client_id}"] = (secret_hash, digest)
     return True
+
+
+def _client_row(lake: Lake, client_id: str) -> tuple[ClientInfo, str | None] | None:
+    """(the client, its secret hash), remembered for FEDLAKE_AUTH_CACHE_SECONDS like a
+    checked token (removing a client here forgets it at once; elsewhere within that)."""
+    memo, lock = lake.tokens.client_memo, lake.tokens.client_memo_lock
+    ttl = lake.settings.auth_cache_seconds
+    now = time.monotonic()
+    with lock:
+        hit = memo.get(f"row:{client_id}")
+    if hit is not None and hit[0] > now:
+        return hit[1], hit[2]
+    with lake.db.read() as s:  # one query: the client and its account's status
+        found = s.execute(
+            select(OAuthClient, Account.status)
+            .outerjoin(Account, Account.account == OAuthClient.account)
+            .where(OAuthClient.client_id == client_id)
+        ).first()
+    if found is None or not found[0].enabled:
+        return None
+    info = ClientInfo.of(found[0], found[1])
+    if ttl > 0:
+        with lock:
+            if len(memo) > 10000:
+                memo.clear()
+            memo[f"row:{client_id}"] = (now + ttl, info, found[0].secret_hash)
+    return info, found[0].secret_hash
+
+
+def forget_client(lake: Lake, client_id: str) -> None:
+    with lake.tokens.client_memo_lock:
+        lake.tokens.client_memo.pop(f"row:{client_id}", None)
+        lake.tokens.client_memo.pop(f"secret:{client_id}", None)
 
 
 def authenticate_client(lake: Lake, client_id: str | None, secret: str | None) -> ClientInfo:
@@ -202,16 +243,16 @@ def authenticate_client(lake: Lake, client_id: str | None, secret: str | None) -
     OAuthError(invalid_client, 401)."""
     if not client_id:
         raise OAuthError("invalid_client", "no client_id: authenticate the client", 401)
-    with lake.db.read() as s:
-        row = s.get(OAuthClient, client_id)
-    if row is None or not row.enabled:
+    found = _client_row(lake, client_id)
+    if found is None:
         raise OAuthError("invalid_client", f"unknown or disabled client {client_id!r}", 401)
-    if row.secret_hash is None:
+    info, secret_hash = found
+    if secret_hash is None:
         if secret:
             raise OAuthError("invalid_client", "a public client has no secret", 401)
-    elif not secret or not _secret_ok(row, secret):
+    elif not secret or not _secret_ok(lake, client_id, secret_hash, secret):
         raise OAuthError("invalid_client", "wrong client secret", 401)
-    return ClientInfo.of(row)
+    return info
 
 
 def rotate_keys(lake: Lake, caller: Caller, algorithm: str | None = None) -> dict[str, Any]:

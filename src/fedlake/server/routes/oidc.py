@@ -83,8 +83,11 @@ async def _oauth(
         form = await _form(request)
         cid, secret = _client_credentials(request, form)
         lk = lake(request)
-        client = await threaded(clients.authenticate_client, lk, cid, secret)
-        result = await threaded(work, form, client)
+
+        def both() -> Any:
+            return work(form, clients.authenticate_client(lk, cid, secret))
+
+        result = await threaded(both)
     except OAuthError as exc:
         return _oauth_error(exc)
     return JSONResponse(result, headers=_NO_STORE)
