@@ -37,6 +37,23 @@ def _say(text: str) -> None:
     console.print(text, highlight=False, soft_wrap=True)
 
 
+def _table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    """Ids and dates stay whole (people copy them); other cells fold."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        if col == "id":
+            table.add_column(col, no_wrap=True, min_width=32)
+        elif col == "at":
+            table.add_column(col, no_wrap=True)
+        else:
+            table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
+    console.print(table)
+
+
 def _done(as_json: bool, value: Any, text: str) -> None:
     if as_json:
         print(json.dumps(value, default=str))
@@ -239,7 +256,10 @@ def request_list(
 ) -> None:
     """Requests of the groups you manage and your own (admins: all)."""
     rows = _iam().list_requests(state=state, group=group, mine=mine)
-    emit(rows, REQUEST_COLUMNS, as_json=as_json, title="registration requests")
+    if as_json:
+        emit(rows, as_json=True)
+    else:
+        _table(rows, REQUEST_COLUMNS, "registration requests")
 
 
 @request_app.command("approve")
@@ -275,10 +295,24 @@ def audit(
 ) -> None:
     """The identity audit log, newest first (admins)."""
     rows = _iam().audit(target=target, actor=actor, action=action, since=since, limit=limit)
-    if not as_json:
-        for r in rows:
-            r["details"] = "" if r["details"] is None else json.dumps(r["details"])
-    emit(rows, ["at", "actor", "action", "target", "details"], as_json=as_json, title="audit")
+    if as_json:
+        emit(rows, as_json=True)
+        return
+    for r in rows:
+        details = r["details"] or {}
+        r["details"] = " ".join(f"{k}={v}" for k, v in details.items() if v is not None)
+        r["at"] = _when(r["at"])
+    _table(rows, ["at", "actor", "action", "target", "details"], "audit (UTC)")
+
+
+def _when(value: Any) -> str:
+    """An API date (RFC 1123, UTC) as ``2026-11-29 02:07:14``."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def register(iam_app: typer.Typer) -> None:
