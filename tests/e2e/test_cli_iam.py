@@ -91,8 +91,10 @@ def test_groups_members_requests_and_audit(live: LiveLake) -> None:
     fedlake(live, "iam", "group", "add-member", "/escape", "alice", "--manager")
     # alice, a manager, adds bob to /escape but may not act on /escape/cms
     fedlake(live, "iam", "group", "add-member", "/escape", "bob", account="alice")
-    err = fedlake(live, "iam", "group", "add-member", "/escape/cms", "bob", code=1, account="alice")
-    assert "AccessDenied" in err.stderr
+    err = fedlake(
+        live, "iam", "group", "add-member", "/escape/cms", "bob", code=1, account="alice"
+    ).stderr
+    assert "AccessDenied" in err
     shown = as_json(live, "iam", "group", "show", "/escape", account="alice")
     assert [(m["account"], m["manager"]) for m in shown["members"]] == [
         ("alice", True),
@@ -115,8 +117,8 @@ def test_groups_members_requests_and_audit(live: LiveLake) -> None:
     assert request_id in fedlake(live, "iam", "request", "list").stdout
     out = fedlake(live, "iam", "request", "approve", request_id).stdout
     assert "bob joined /escape/data-manager" in out
-    err = fedlake(live, "iam", "request", "reject", request_id, "--reason", "late", code=1)
-    assert "already approved" in err.stderr
+    err = fedlake(live, "iam", "request", "reject", request_id, "--reason", "late", code=1).stderr
+    assert "already approved" in err
     # bob asks to join /escape again: alice decides that one, and rejects it
     second = as_json(live, "iam", "request", "submit", "/escape", "--notes", "again", account="bob")
     rejected = as_json(
