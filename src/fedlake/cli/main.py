@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from fedlake.cli import admin, daemons, data, iam, rules, subscriptions, transfers, up
+from fedlake.cli import admin, daemons, data, iam, login, rules, subscriptions, transfers, up
 from fedlake.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -26,6 +26,7 @@ transfers.register(app)
 subscriptions.register(app)
 rules.register(app)
 iam.register(app)
+login.register(app)
 
 
 def main() -> None:

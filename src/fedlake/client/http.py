@@ -12,6 +12,7 @@ from urllib.parse import quote_plus
 
 import httpx
 
+from fedlake.client import saved_login
 from fedlake.domain.errors import AuthenticationFailed, LakeError, error_class_for
 
 __all__ = ["Client", "ClientConfig"]
@@ -24,6 +25,8 @@ class ClientConfig:
     username: str | None = None
     password: str | None = None
     token: str | None = None
+    #: where ``fedlake login`` saved its tokens (used when no token or password is set)
+    login_dir: Path | None = None
 
     @classmethod
     def load(cls, env: dict[str, str] | None = None) -> ClientConfig:
@@ -51,6 +54,12 @@ class ClientConfig:
             username=username,
             password=password,
             token=env.get("FEDLAKE_TOKEN"),
+            login_dir=(
+                None
+                if env.get("FEDLAKE_TOKEN")
+                or (env.get("FEDLAKE_USERNAME") and env.get("FEDLAKE_PASSWORD"))
+                else data_dir
+            ),
         )
 
 
@@ -69,6 +78,11 @@ class Client:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
         self._token = self.config.token
+        self._saved: saved_login.SavedLogin | None = None
+        if self._token is None and self.config.login_dir is not None:
+            self._saved = saved_login.load(self.config.login_dir, self.config.url)
+            if self._saved is not None:
+                self._token = self._saved.access_token
 
     def close(self) -> None:
         self._http.close()
@@ -95,7 +109,15 @@ class Client:
         self._token = r.headers["X-Rucio-Auth-Token"]
         return self._token
 
+    def _refresh_saved(self) -> None:
+        assert self._saved is not None
+        assert self.config.login_dir is not None
+        self._saved = saved_login.refresh(self._http, self.config.login_dir, self._saved)
+        self._token = self._saved.access_token
+
     def _headers(self) -> dict[str, str]:
+        if self._saved is not None and self._saved.near_expiry():
+            self._refresh_saved()
         if self._token is None:
             self.login()
         assert self._token is not None
@@ -128,6 +150,9 @@ class Client:
         for attempt in (1, 2):
             h = self._headers() | (headers or {})
             r = self._http.request(method, path, content=content, params=params, headers=h)
+            if r.status_code == 401 and attempt == 1 and self._saved is not None:
+                self._refresh_saved()  # the saved login: refresh once
+                continue
             if r.status_code == 401 and attempt == 1 and self.config.password:
                 self._token = None  # expired: log in again once
                 continue
