@@ -220,33 +220,21 @@ def cache_key(token: str, account_header: str | None) -> str:
 def caller_from_external(lake: Lake, token: str, issuer: str, account_header: str | None) -> Caller:
     """Validate a token of the trusted ``issuer`` and map it to an active account."""
     config, claims = lake.trust.validate(token, issuer)
-    with lake.db.read() as s:
+    with lake.db.read() as s:  # one read for the usual case: mapped, and the account's state
         mapped = _mapped(s, claims)
-    if not mapped and _auto_create_applies(config.auto_create_groups, claims.groups):
-        mapped = [_auto_create(lake, claims)]
-    if not mapped:
-        raise AuthenticationFailed(
-            f"the token of {claims.issuer} for subject {claims.subject} maps to no account: "
-            f"an admin must add the OIDC identity '{cat.oidc_identity(issuer, claims.subject)}' "
-            "to an account (rucio-admin identity add --type OIDC), or map one of its groups "
-            "(fedlake iam group-map add)"
-        )
-    if account_header:
-        if account_header not in mapped:
-            raise AccessDenied(
-                f"the token's subject may act as {', '.join(mapped)}, not {account_header}"
+        chosen = _choose(mapped, account_header) if mapped else None
+        found = _active_caller(s, chosen) if chosen else None
+    if found is None:
+        if not _auto_create_applies(config.auto_create_groups, claims.groups):
+            raise AuthenticationFailed(
+                f"the token of {claims.issuer} for subject {claims.subject} maps to no "
+                f"account: an admin must add the OIDC identity "
+                f"'{cat.oidc_identity(issuer, claims.subject)}' to an account (rucio-admin "
+                "identity add --type OIDC), or map one of its groups (fedlake iam group-map add)"
             )
-        chosen = account_header
-    else:
-        chosen = mapped[0]
-    with lake.db.read() as s:
-        try:
-            acc = core.get_account(s, chosen)
-        except AccountNotFound:
-            raise AuthenticationFailed(f"account {chosen} no longer exists") from None
-        if acc.status != "ACTIVE":
-            raise AuthenticationFailed(f"account {chosen} is {acc.status.lower()}")
-        found = Caller(chosen, core.is_admin(s, chosen))
+        chosen = _choose([_auto_create(lake, claims)], account_header)
+        with lake.db.read() as s:
+            found = _active_caller(s, chosen)
     lake.tokens.callers.put(
         cache_key(token, account_header),
         found,
@@ -254,6 +242,27 @@ def caller_from_external(lake: Lake, token: str, issuer: str, account_header: st
         lake.settings.auth_cache_seconds,
     )
     return found
+
+
+def _choose(mapped: list[str], account_header: str | None) -> str:
+    """The X-Rucio-Account header picks among the mapped accounts; else the first."""
+    if not account_header:
+        return mapped[0]
+    if account_header not in mapped:
+        raise AccessDenied(
+            f"the token's subject may act as {', '.join(mapped)}, not {account_header}"
+        )
+    return account_header
+
+
+def _active_caller(s: Any, account: str) -> Caller:
+    try:
+        acc = core.get_account(s, account)
+    except AccountNotFound:
+        raise AuthenticationFailed(f"account {account} no longer exists") from None
+    if acc.status != "ACTIVE":
+        raise AuthenticationFailed(f"account {account} is {acc.status.lower()}")
+    return Caller(account, core.is_admin(s, account))
 
 
 def _mapped(s: Any, claims: ExternalClaims) -> list[str]:
