@@ -151,6 +151,36 @@ class TokenService:
             claims["client_id"] = client_id
         return self._sign(claims, "JWT"), exp
 
+    def issue_id_token(
+        self,
+        subject: str,
+        client_id: str,
+        *,
+        username: str,
+        groups: tuple[str, ...] = (),
+        nonce: str | None = None,
+    ) -> str:
+        """An OpenID Connect ID token for ``client_id`` (never usable as an access token:
+        it names no account and says ``fedlake.token_use: id``)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": client_id,
+            "azp": client_id,
+            "iat": now,
+            "exp": now + self.lifetime,
+            "auth_time": now,
+            "jti": uuid.uuid4().hex,
+            "preferred_username": username,
+            _USE: "id",
+        }
+        if groups:
+            claims["groups"] = list(groups)
+        if nonce:
+            claims["nonce"] = nonce
+        return self._sign(claims, "JWT")
+
     def issue_refresh(
         self,
         account: str,
@@ -244,8 +274,9 @@ class TokenService:
         raise AuthenticationFailed with the reason."""
         header, raw = self._decode(token)
         if header.get("typ") not in _ACCESS_TYPS or raw.get(_USE, "access") != "access":
+            kind = "refresh" if header.get("typ") == REFRESH_TYP else str(raw.get(_USE))[:10]
             raise AuthenticationFailed(
-                "a refresh token is not an access token; exchange it at the token endpoint"
+                f"a {kind} token is not an access token; use the access token of the login"
             )
         claims = self._claims(raw)
         if check_revoked:

@@ -101,9 +101,11 @@ def issue_tokens(
     granted: list[str],
     *,
     refresh: bool,
+    nonce: str | None = None,
 ) -> dict[str, Any]:
-    """The token response: an access token (groups per ``wlcg.groups`` scopes), and a
-    refresh token (stored) when ``refresh`` and ``offline_access`` was granted."""
+    """The token response: an access token (groups per ``wlcg.groups`` scopes), a
+    refresh token (stored) when ``refresh`` and ``offline_access`` was granted, and an
+    ID token when a user logged in (``refresh``) and ``openid`` was granted."""
     wanted = scopes.groups_requested(granted)
     groups: list[str] = []
     give_refresh = refresh and "offline_access" in granted
@@ -138,6 +140,10 @@ def issue_tokens(
             out["refresh_token"] = token
             out["_refresh_jti"] = jti
     out.pop("_refresh_jti", None)
+    if refresh and "openid" in granted:
+        out["id_token"] = lake.tokens.issue_id_token(
+            subject, client.client_id, username=account, groups=tuple(groups), nonce=nonce
+        )
     return out
 
 

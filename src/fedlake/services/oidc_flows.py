@@ -222,5 +222,5 @@ def code_grant(lake: Lake, client: ClientInfo, form: Mapping[str, str]) -> dict[
         verifier = form.get("code_verifier", "")
         if not verifier or not hmac.compare_digest(_s256(verifier), row.code_challenge):
             raise OAuthError("invalid_grant", "the PKCE code_verifier does not match")
-        account, granted = row.account, row.scope.split()
-    return issue_tokens(lake, client, account, account, granted, refresh=True)
+        account, granted, nonce = row.account, row.scope.split(), row.nonce
+    return issue_tokens(lake, client, account, account, granted, refresh=True, nonce=nonce)

@@ -368,6 +368,7 @@ def test_authorization_code_with_pkce(api: TestClient, lake: Lake) -> None:
         "state": "s1",
         "code_challenge": challenge.rstrip("="),
         "code_challenge_method": "S256",
+        "nonce": "n-1",
     }
     page = api.get("/oidc/authorize", params=params)
     assert page.status_code == 200 and 'name="password"' in page.text
@@ -401,6 +402,12 @@ def test_authorization_code_with_pkce(api: TestClient, lake: Lake) -> None:
     assert r.status_code == 200, r.text
     access = r.json()["access_token"]
     assert lake.tokens.validate(access).account == "root"
+    id_token = r.json()["id_token"]
+    id_claims = _claims(id_token)
+    assert id_claims["aud"] == "notebook" and id_claims["nonce"] == "n-1"
+    assert id_claims["preferred_username"] == "root"
+    r = api.get("/accounts/whoami", headers={"X-Rucio-Auth-Token": id_token})
+    assert r.status_code == 401 and "not an access token" in r.text
     # replay: refused, and what was issued is revoked
     r = api.post("/oidc/token", data={**form, "code": code, "code_verifier": verifier})
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
@@ -426,3 +433,19 @@ def test_admin_minting(api: TestClient, lake: Lake) -> None:
         headers={"X-Rucio-Auth-Token": body["access_token"]},
     )
     assert r.status_code == 401
+
+
+def test_client_credentials_of_a_suspended_account(
+    api: TestClient, lake: Lake, service_client: tuple[str, str]
+) -> None:
+    from fedlake.catalog.models import Account
+
+    cid, secret = service_client
+    object.__setattr__(lake.settings, "auth_cache_seconds", 0)  # no remembered client row
+    with lake.db.write() as s:
+        row = s.get(Account, "robot")
+        assert row is not None
+        row.status = "SUSPENDED"
+    r = _cc(api, cid, secret)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert "suspended" in r.json()["error_description"]
