@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from fedlake.auth.tokens import TokenClaims, epoch_to_utc
+from fedlake.auth.tokens import LEEWAY, TokenClaims, epoch_to_utc
 from fedlake.auth.userpass import authenticate
 from fedlake.bootstrap import Lake
 from fedlake.catalog import accounts as acc_core
@@ -30,6 +31,7 @@ from fedlake.services.oidc_clients import DEVICE_GRANT, EXCHANGE_GRANT, GRANTS, 
 
 __all__ = [
     "discovery",
+    "housekeeping",
     "introspect",
     "issue_tokens",
     "revoke",
@@ -81,6 +83,27 @@ def discovery(lake: Lake) -> dict[str, Any]:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
     }
+
+
+PURGE_EVERY = 600.0
+
+
+def housekeeping(lake: Lake, *, force: bool = False) -> int:
+    """Delete what expired (revocations of expired tokens, refresh tokens, device and
+    authorization codes; account revocations older than the longest token lifetime), at
+    most every ``PURGE_EVERY`` seconds per process; return the rows deleted."""
+    memo, lock = lake.tokens.client_memo, lake.tokens.client_memo_lock
+    now_mono = time.monotonic()
+    with lock:
+        last = memo.get("purged_at")
+        if not force and last is not None and now_mono - last < PURGE_EVERY:
+            return 0
+        memo["purged_at"] = now_mono
+    now = utcnow()
+    with lake.db.write() as s:
+        return revocations.purge_expired(
+            s, now, accounts_before=now - timedelta(seconds=lake.tokens.max_lifetime + LEEWAY)
+        )
 
 
 def _active_account(lake: Lake, account: str) -> None:

@@ -28,7 +28,7 @@ from fedlake.catalog import revocations
 from fedlake.domain.errors import OAuthError
 from fedlake.domain.timefmt import utcnow
 from fedlake.services import oidc_scopes as scopes
-from fedlake.services.oidc import issue_tokens
+from fedlake.services.oidc import housekeeping, issue_tokens
 from fedlake.services.oidc_clients import DEVICE_GRANT, ClientInfo, authenticate_client
 
 __all__ = [
@@ -66,6 +66,7 @@ def device_authorization(lake: Lake, client: ClientInfo, scope: str | None) -> d
             "unauthorized_client", f"client {client.client_id} may not use the device code grant"
         )
     granted = scopes.grant(scopes.parse(scope), client.scope)
+    housekeeping(lake)  # a login is a good moment to drop expired rows (rate-limited)
     device_code = secrets.token_urlsafe(32)
     expires = utcnow() + timedelta(seconds=DEVICE_LIFETIME)
     with lake.db.write() as s:

@@ -46,3 +46,20 @@ def test_revoking_an_account_refuses_older_tokens_and_its_refresh_tokens(lake: L
         rev.purge_expired(s, utcnow(), accounts_before=utcnow() + timedelta(seconds=1))
     with lake.db.read() as s:
         assert not rev.is_revoked(s, "any", "root", earlier)
+
+
+def test_housekeeping_purges_expired_rows_at_most_every_few_minutes(lake: Lake) -> None:
+    from fedlake.services.oidc import housekeeping
+
+    with lake.db.write() as s:
+        s.add(
+            RefreshToken(
+                jti="old", account="root", subject="root", expires_at=utcnow() - timedelta(days=1)
+            )
+        )
+        rev.revoke_token(s, "gone", utcnow() - timedelta(minutes=1), None)
+    assert housekeeping(lake, force=True) == 2
+    with lake.db.write() as s:
+        rev.revoke_token(s, "gone-2", utcnow() - timedelta(minutes=1), None)
+    assert housekeeping(lake) == 0  # ran moments ago
+    assert housekeeping(lake, force=True) == 1
