@@ -87,6 +87,8 @@ class KeyRing:
         self._keys: dict[str, tuple[Key, str]] = {}  # kid -> (key, algorithm)
         self._current: str | None = None
         self._loaded_at = 0.0
+        #: unknown-kid reloads allowed per second (the bucket holds at most _BURST)
+        self.reload_rate = _RATE
         self._bucket = _BURST
         self._bucket_at = time.monotonic()
 
@@ -123,7 +125,7 @@ class KeyRing:
     def _may_reload(self) -> bool:
         with self._lock:
             now = time.monotonic()
-            self._bucket = min(_BURST, self._bucket + (now - self._bucket_at) * _RATE)
+            self._bucket = min(_BURST, self._bucket + (now - self._bucket_at) * self.reload_rate)
             self._bucket_at = now
             if self._bucket < 1.0:
                 return False

@@ -88,3 +88,57 @@ def test_grant_and_narrowing() -> None:
     assert not scopes.is_narrower(["storage.read:/data"], ["storage.read:/data/x"])
     assert not scopes.is_narrower(["storage.modify:/data/x"], ["storage.read:/data"])
     assert not scopes.is_narrower(["storage.read:/data-2"], ["storage.read:/data"])
+
+
+def test_unknown_kid_reloads_are_rate_limited(db: Database) -> None:
+    import json
+    import time
+
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    from fedlake.catalog.models import SigningKey
+
+    service = TokenService(db, ISSUER, 3600)
+    service.jwks()
+    service.keys.reload_rate = 0.0  # no refill while the test runs (however slow)
+    for n in range(10):  # made-up kids use up the reload allowance
+        fake = ECKey.generate_key("P-256", parameters={"kid": f"fake-{n}"})
+        forged = jwt.encode({"alg": "ES256", "kid": f"fake-{n}"}, {"iss": ISSUER}, fake)
+        with pytest.raises(AuthenticationFailed, match="unknown key"):
+            service.validate(forged)
+    new = ECKey.generate_key("P-256", parameters={"kid": "added-later"})
+    with db.write() as session:
+        session.add(
+            SigningKey(
+                kid="added-later",
+                algorithm="ES256",
+                private_jwk=json.dumps(new.as_dict(private=True)),
+            )
+        )
+    now = int(time.time())
+    claims = {"iss": ISSUER, "iat": now, "exp": now + 60, "fedlake.account": "alice"}
+    token = jwt.encode({"alg": "ES256", "kid": "added-later"}, claims, new)
+    with pytest.raises(AuthenticationFailed, match="unknown key"):
+        service.validate(token)  # no reload allowed right now
+    service.keys.reload_rate = 1.0
+    time.sleep(1.1)
+    assert service.validate(token).account == "alice"  # the allowance refilled
+
+
+def test_the_algorithm_must_match_the_key(db: Database) -> None:
+    import base64
+    import json
+
+    service = TokenService(db, ISSUER, 3600)
+    token, _ = service.issue("alice", "a")
+    head, payload, sig = token.split(".")
+    header = json.loads(base64.urlsafe_b64decode(head + "=="))
+    header["alg"] = "RS256"
+    forged_head = base64.urlsafe_b64encode(json.dumps(header).encode()).decode().rstrip("=")
+    with pytest.raises(AuthenticationFailed, match="wrong algorithm"):
+        service.validate(f"{forged_head}.{payload}.{sig}")
+    header["alg"] = "HS256"
+    forged_head = base64.urlsafe_b64encode(json.dumps(header).encode()).decode().rstrip("=")
+    with pytest.raises(AuthenticationFailed, match="not accepted"):
+        service.validate(f"{forged_head}.{payload}.{sig}")
