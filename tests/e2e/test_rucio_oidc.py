@@ -182,3 +182,23 @@ def test_the_api_takes_the_jwt_in_either_header(
     r = httpx.get(f"{rucio_lake.url}/accounts/whoami", headers={header: value}, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["account"] == "alice"
+
+
+def test_the_cli_changes_and_removes_an_issuer(
+    rucio_lake: RucioLake, lake_api: httpx.Client
+) -> None:
+    other = "https://iam.example.org/"
+    fedlake_cli(rucio_lake, "iam", "issuer", "add", other, "--algorithm", "ES256", "--no-wlcg")
+    fedlake_cli(rucio_lake, "iam", "issuer", "update", other, "--disable", "--audience", "x")
+    shown = json.loads(fedlake_cli(rucio_lake, "iam", "issuer", "show", other, "--json").stdout)
+    assert (shown["enabled"], shown["algorithms"], shown["audiences"]) == (False, ["ES256"], ["x"])
+    assert shown["wlcg_profile"] is False
+    fedlake_cli(rucio_lake, "iam", "group-map", "add", other, "/g", "alice", "--priority", "2")
+    fedlake_cli(rucio_lake, "iam", "group-map", "remove", other, "/g")
+    fedlake_cli(rucio_lake, "iam", "issuer", "remove", other)
+    issuers = json.loads(fedlake_cli(rucio_lake, "iam", "issuer", "list", "--json").stdout)
+    assert other not in [i["issuer"] for i in issuers]
+    audit = lake_api.get("/iam/audit", params={"target": other})
+    assert audit.status_code == 200, audit.text
+    actions = {entry["action"] for entry in audit.json()}
+    assert {"issuer.add", "issuer.update", "issuer.group_map", "issuer.group_unmap"} <= actions
