@@ -311,7 +311,9 @@ class OAuthError(LakeError):
     status = 400
     rucio_class = "CannotAuthenticate"
 
-    def __init__(self, error: str, message: str, status: int = 400) -> None:
+    def __init__(self, error: str, message: str | None = None, status: int = 400) -> None:
+        if message is None:  # OAuthError(message): an invalid request
+            error, message = "invalid_request", error
         super().__init__(message)
         self.error = error
         self.status = status
