@@ -21,8 +21,8 @@ from fedlake.auth.tokens import LEEWAY, TokenClaims, epoch_to_utc
 from fedlake.auth.userpass import authenticate
 from fedlake.bootstrap import Lake
 from fedlake.catalog import accounts as acc_core
+from fedlake.catalog import audit, revocations
 from fedlake.catalog import oauth_flows as flows
-from fedlake.catalog import revocations
 from fedlake.catalog.iam_groups import token_groups
 from fedlake.domain.errors import AccountNotFound, AuthenticationFailed, OAuthError
 from fedlake.domain.timefmt import utcnow
@@ -330,6 +330,7 @@ def revoke(lake: Lake, client: ClientInfo, raw: str, by: str | None = None) -> N
         revocations.revoke_token(
             s, claims.jti, epoch_to_utc(claims.expires_at), by or client.client_id
         )
+        audit.record(s, by or client.client_id, "token.revoke", claims.account, {"jti": claims.jti})
     lake.tokens.callers.forget_token(raw)
 
 

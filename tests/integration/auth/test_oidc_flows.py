@@ -11,10 +11,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake
+from fedlake.catalog.iam_models import AuditEntry
 from fedlake.services import accounts as acc_svc
 from fedlake.services.oidc_clients import CLI_CLIENT, ensure_cli_client
 
@@ -254,6 +256,10 @@ def test_revocation(api: TestClient, lake: Lake, service_client: tuple[str, str]
     assert r.status_code == 401 and "revoked" in r.text
     r = api.post("/oidc/introspect", data={"token": token}, auth=(cid, secret))
     assert r.json() == {"active": False}
+    with lake.db.read() as s:
+        entries = s.scalars(select(AuditEntry).where(AuditEntry.action == "token.revoke")).all()
+    assert [(e.actor, e.target) for e in entries] == [(cid, "robot")]
+    assert token not in (entries[0].details or "")
     # garbage is accepted silently (RFC 7009 2.2)
     assert api.post("/oidc/revoke", data={"token": "x.y.z"}, auth=(cid, secret)).status_code == 200
 
