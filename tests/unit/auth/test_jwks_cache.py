@@ -4,6 +4,7 @@ keys when a refresh fails, and refuses plain http off loopback."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -131,3 +132,15 @@ def test_plain_http_is_refused_off_loopback(url: str) -> None:
 )
 def test_https_and_loopback_are_allowed(url: str) -> None:
     assert check_fetch_url(url, "the issuer") == url
+
+
+def test_a_silent_issuer_times_out_quickly() -> None:
+    with socket.socket() as server:  # accepts connections, never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        cache = JWKSCache(timeout=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(AuthenticationFailed, match="cannot fetch"):
+            cache.key(url, None, "k")
+        assert time.monotonic() - t0 < 3
