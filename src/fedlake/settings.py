@@ -50,6 +50,10 @@ ENV_VARS: dict[str, str] = {
         "seconds before a STUCK rule's first repair round; doubles each round, at most 6 h "
         "(default 60)"
     ),
+    "FEDLAKE_RULE_ASYNC_FILES": (
+        "a rule on a dataset with more files than this is created asynchronously (state "
+        "INJECT, placed by the rule-injector daemon); 0 never (default 200000)"
+    ),
     "FEDLAKE_RULE_SUSPEND_AFTER": (
         "repair rounds after which a rule still STUCK is SUSPENDED (default 10)"
     ),
@@ -84,11 +88,12 @@ _RANGES: tuple[tuple[str, int, int, str], ...] = (
     ("token_lifetime", 60, 10 * YEAR, "at least 60 seconds"),
     ("refresh_token_lifetime", 60, 10 * YEAR, "at least 60 seconds"),
     ("auth_cache_seconds", 0, 300, "from 0 to 300 seconds"),
+    ("jwks_min_refresh", 1, 3600, "from 1 to 3600 seconds"),
     ("transfer_threads", 1, 2000, "from 1 to 2000"),
     ("transfer_lease_seconds", 2, 86400, "from 2 to 86400"),
     ("rule_repair_delay", 1, 86400, "from 1 to 86400 seconds"),
+    ("rule_async_files", 0, 2**62, "0 or more files"),
     ("rule_suspend_after", 1, 1000, "from 1 to 1000 rounds"),
-    ("jwks_min_refresh", 1, 3600, "from 1 to 3600 seconds"),
     ("rule_suspended_retry", 1, YEAR, "from 1 s to 365 days"),
     ("rule_replicating_timeout", 60, YEAR, "from 60 s to 365 days"),
     ("deletion_lease_seconds", 2, 86400, "from 2 to 86400"),
@@ -109,12 +114,13 @@ class Settings:
     refresh_token_lifetime: int = 30 * 86400
     oidc_password_grant: bool = False
     auth_cache_seconds: int = 5
+    jwks_min_refresh: int = 30
     transfer_threads: int = 128
     transfer_max_active: int | None = None
     transfer_lease_seconds: int = 60
     rule_repair_delay: int = 60
+    rule_async_files: int = 200_000
     rule_suspend_after: int = 10
-    jwks_min_refresh: int = 30
     rule_suspended_retry: int = 86400
     rule_replicating_timeout: int = 7 * 86400
     deletion_lease_seconds: int = 600
@@ -194,15 +200,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         refresh_token_lifetime=_int(env, "FEDLAKE_REFRESH_TOKEN_LIFETIME", 30 * 86400),
         oidc_password_grant=_bool(env, "FEDLAKE_OIDC_PASSWORD_GRANT"),
         auth_cache_seconds=_int(env, "FEDLAKE_AUTH_CACHE_SECONDS", 5),
+        jwks_min_refresh=_int(env, "FEDLAKE_JWKS_MIN_REFRESH", 30),
         transfer_threads=_int(env, "FEDLAKE_TRANSFER_THREADS", 128),
         transfer_max_active=(
             _int(env, "FEDLAKE_TRANSFER_MAX_ACTIVE", 0)
             if env.get("FEDLAKE_TRANSFER_MAX_ACTIVE")
             else None
         ),
-        jwks_min_refresh=_int(env, "FEDLAKE_JWKS_MIN_REFRESH", 30),
         transfer_lease_seconds=_int(env, "FEDLAKE_TRANSFER_LEASE_SECONDS", 60),
         rule_repair_delay=_int(env, "FEDLAKE_RULE_REPAIR_DELAY", 60),
+        rule_async_files=_int(env, "FEDLAKE_RULE_ASYNC_FILES", 200_000),
         rule_suspend_after=_int(env, "FEDLAKE_RULE_SUSPEND_AFTER", 10),
         rule_suspended_retry=_int(env, "FEDLAKE_RULE_SUSPENDED_RETRY", 86400),
         rule_replicating_timeout=_int(env, "FEDLAKE_RULE_REPLICATING_TIMEOUT", 7 * 86400),

@@ -73,7 +73,7 @@ def add_rules(session: Session, spec: RuleSpec, keys: Sequence[Key]) -> list[str
     files: list[_Target] = []
     for key in keys:
         did = dids[key]
-        if did.did_type == DIDType.FILE.value and not spec.ask_approval:
+        if did.did_type == DIDType.FILE.value and not (spec.ask_approval or spec.asynchronous):
             files.append(did)
             continue
         ids += _add_file_rules(session, spec, files)

@@ -29,6 +29,8 @@ from fedlake.domain.types import LockState, RuleGrouping, RuleState
 
 __all__ = ["approve_rule", "change_copies", "deny_rule", "move_rule"]
 
+_UNPLACED = {state.value for state in core.UNPLACED}
+
 
 def _waiting(session: Session, rule_id: str) -> Rule:
     rule = core.get_rule(session, rule_id)
@@ -98,7 +100,7 @@ def change_copies(
             f"{copies} copies need {copies} RSEs; {rule.rse_expression!r} has "
             f"{len(target_rse_ids)} accepting writes"
         )
-    if rule.state == RuleState.WAITING_APPROVAL.value:
+    if rule.state in _UNPLACED:  # placed with its new copies when approved or injected
         rule.copies = copies
         return
     places = placement.places_of(session, placement.distinct_by(rule.meta), target_rse_ids)
@@ -157,6 +159,10 @@ def move_rule(
         )
     if parent.state == RuleState.WAITING_APPROVAL.value:
         raise UnsupportedOperation(f"rule {rule_id} waits for approval; approve it first")
+    if parent.state == RuleState.INJECT.value:
+        raise UnsupportedOperation(
+            f"rule {rule_id} is being created (INJECT); move it once it has its locks"
+        )
     override = dict(override or {})
     spec = core.NewRule(
         scope=parent.scope,

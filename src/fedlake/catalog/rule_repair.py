@@ -44,6 +44,7 @@ __all__ = [
     "expired_rules",
     "lock_rule",
     "next_expiry",
+    "partition_filter",
     "repair_rule",
 ]
 
@@ -67,7 +68,7 @@ class RepairPolicy:
         return timedelta(seconds=min(self.base_delay * 2 ** max(rounds - 1, 0), self.max_delay))
 
 
-def _in_partition(bounds: tuple[str | None, str | None]) -> list[ColumnElement[bool]]:
+def partition_filter(bounds: tuple[str | None, str | None]) -> list[ColumnElement[bool]]:
     lo, hi = bounds
     conds: list[ColumnElement[bool]] = []
     if lo is not None:
@@ -92,7 +93,7 @@ def due_rules(
         and_(Rule.state == _SUSP, Rule.next_repair_at <= now),
         and_(Rule.state == _REPL, Rule.updated_at <= quiet),
     )
-    q = select(Rule.id).where(cond, *_in_partition(bounds)).order_by(Rule.next_repair_at)
+    q = select(Rule.id).where(cond, *partition_filter(bounds)).order_by(Rule.next_repair_at)
     return list(session.scalars(q.limit(limit)))
 
 
@@ -103,7 +104,7 @@ def expired_rules(
     limit: int = 100,
 ) -> list[str]:
     q = select(Rule.id).where(
-        Rule.expires_at <= now, Rule.locked.is_(False), *_in_partition(bounds)
+        Rule.expires_at <= now, Rule.locked.is_(False), *partition_filter(bounds)
     )
     return list(session.scalars(q.order_by(Rule.expires_at).limit(limit)))
 
@@ -114,7 +115,7 @@ def next_expiry(
     """When the next unlocked rule of this partition expires."""
     return session.scalar(
         select(func.min(Rule.expires_at)).where(
-            Rule.expires_at.is_not(None), Rule.locked.is_(False), *_in_partition(bounds)
+            Rule.expires_at.is_not(None), Rule.locked.is_(False), *partition_filter(bounds)
         )
     )
 

@@ -58,6 +58,7 @@ from fedlake.domain.types import (
 )
 
 __all__ = [
+    "UNPLACED",
     "NewRule",
     "RuleSpec",
     "add_rule",
@@ -76,6 +77,8 @@ __all__ = [
 
 Key = tuple[str, str]
 _ACTIVE = (RequestState.QUEUED.value, RequestState.SUBMITTED.value, RequestState.WAITING.value)
+#: rules without locks yet: placed when an admin approves them, or by the rule-injector
+UNPLACED = (RuleState.WAITING_APPROVAL, RuleState.INJECT)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -101,6 +104,10 @@ class RuleSpec:
     meta: str | None = None
     ask_approval: bool = False
     eol_after: int | None = None  # seconds until the rule's QoS step ends (see catalog.qos)
+    #: INJECT the rule (locks made by the rule-injector daemon, see catalog.rule_inject) if
+    #: asked, or when its dataset holds more than ``inject_above`` files
+    asynchronous: bool = False
+    inject_above: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -257,13 +264,15 @@ def add_rule(session: Session, spec: NewRule) -> str:
     if not enough_targets(session, spec):
         raise too_few_targets(spec)
     now = utcnow()
+    big = spec.inject_above is not None and (did.length or 0) > spec.inject_above
+    state = RuleState.INJECT if spec.asynchronous or big else RuleState.REPLICATING
     rule = Rule(
         id=uuid.uuid4().hex,
         account=spec.account,
         scope=spec.scope,
         name=spec.name,
         did_type=did.did_type,
-        state=(RuleState.WAITING_APPROVAL if spec.ask_approval else RuleState.REPLICATING).value,
+        state=(RuleState.WAITING_APPROVAL if spec.ask_approval else state).value,
         rse_expression=spec.rse_expression,
         copies=spec.copies,
         expires_at=now + timedelta(seconds=spec.lifetime) if spec.lifetime else None,
@@ -285,7 +294,7 @@ def add_rule(session: Session, spec: NewRule) -> str:
     )
     session.add(rule)
     session.flush()
-    if not spec.ask_approval:  # else placed when an admin approves it
+    if rule.state == RuleState.REPLICATING.value:  # else placed when approved or injected
         place(session, rule, did, spec.target_rse_ids, fresh=True)
     _history(session, rule)
     events.emit(
@@ -504,6 +513,10 @@ def _history(session: Session, rule: Rule) -> None:
     )
 
 
+#: states that locks do not decide: SUSPENDED (the repairer's), and rules without locks yet
+_KEEP_STATE = (RuleState.SUSPENDED.value, *(s.value for s in UNPLACED))
+
+
 def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> None:
     """Recompute counters and state of rules from their locks."""
     for rid in rule_ids:
@@ -520,7 +533,7 @@ def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> No
         rule.locks_replicating_cnt = counts.get(LockState.REPLICATING.value, 0)
         rule.locks_stuck_cnt = counts.get(LockState.STUCK.value, 0)
         old = rule.state
-        if rule.state not in (RuleState.SUSPENDED.value, RuleState.WAITING_APPROVAL.value):
+        if rule.state not in _KEEP_STATE:
             if rule.locks_stuck_cnt:
                 rule.state = RuleState.STUCK.value
             elif rule.locks_replicating_cnt:

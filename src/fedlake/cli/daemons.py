@@ -79,6 +79,14 @@ def _foreground(make: Callable[[Any], Any], what: str) -> None:
     console.print(f"{what} stopped.")
 
 
+@daemon_app.command("rule-injector")
+def rule_injector() -> None:
+    """Place rules created asynchronously (state INJECT): locks, replicas, transfers."""
+    from fedlake.daemons.rules import RuleInjector
+
+    _foreground(RuleInjector, "rule injector")
+
+
 @daemon_app.command("rule-repairer")
 def rule_repairer() -> None:
     """Repair rules: re-queue or move the copies of STUCK rules, suspend hopeless ones,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedlake.bootstrap import Lake
 from fedlake.daemons.deletion import DeletionDaemon
-from fedlake.daemons.rules import QosTransitions, RuleExpiry, RuleRepairer
+from fedlake.daemons.rules import QosTransitions, RuleExpiry, RuleInjector, RuleRepairer
 from fedlake.daemons.runner import Daemon
 from fedlake.daemons.statistics import StatisticsDaemon
 from fedlake.daemons.subscriptions import SubscriptionDaemon
@@ -18,6 +18,7 @@ def embedded_daemons(lake: Lake) -> list[Daemon]:
     return [
         TemporarySweeper(lake),
         TransferProcess(lake),
+        RuleInjector(lake),
         RuleRepairer(lake),
         RuleExpiry(lake),
         QosTransitions(lake),

@@ -1,17 +1,33 @@
-"""Rule daemons: repair (STUCK, SUSPENDED and long REPLICATING rules) and expiry."""
+"""Rule daemons: injection (asynchronous rules), repair (STUCK, SUSPENDED and long
+REPLICATING rules), expiry and QoS transitions."""
 
 from __future__ import annotations
 
 from fedlake.daemons.runner import Daemon
 from fedlake.services.rule_lifecycle import (
     expire_round,
+    inject_round,
     qos_round,
     repair_round,
     seconds_to_next_expiry,
+    seconds_to_next_injection,
     seconds_to_next_qos_step,
 )
 
-__all__ = ["QosTransitions", "RuleExpiry", "RuleRepairer"]
+__all__ = ["QosTransitions", "RuleExpiry", "RuleInjector", "RuleRepairer"]
+
+
+class RuleInjector(Daemon):
+    """Places the rules created asynchronously (state INJECT): locks, replicas, transfers."""
+
+    name = "rule-injector"
+    interval = 2.0
+
+    def run_once(self) -> int:
+        return inject_round(self.lake, bounds=self.partition.bounds())
+
+    def idle_seconds(self) -> float:
+        return seconds_to_next_injection(self.lake, self.partition.bounds(), self.interval)
 
 
 class RuleRepairer(Daemon):

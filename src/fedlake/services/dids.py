@@ -15,7 +15,7 @@ from fedlake.catalog import meta as meta_core
 from fedlake.catalog.models import DID
 from fedlake.domain.errors import InvalidInput
 from fedlake.domain.names import validate_did_name, validate_scope
-from fedlake.domain.types import DIDType, RuleState
+from fedlake.domain.types import DIDType
 from fedlake.expressions.did_filters import TYPES, Filter
 from fedlake.services._validate import (
     MAX_LIFETIME,
@@ -220,8 +220,9 @@ def extend_rules(s: Any, scope: str, name: str, children: list[Key]) -> None:
     from fedlake.services.rules import targets_of
 
     holders = core._ancestors(s, (scope, name)) | {(scope, name)}
-    waiting = RuleState.WAITING_APPROVAL.value  # placed when approved, with all its files
-    rules = [r for r in rule_core.rules_covering(s, list(holders)) if r.state != waiting]
+    # rules without locks yet are placed (approved, injected) with all their files then
+    unplaced = {state.value for state in rule_core.UNPLACED}
+    rules = [r for r in rule_core.rules_covering(s, list(holders)) if r.state not in unplaced]
     if not rules:
         return
     files = core.file_rows_of(s, children)

@@ -1,4 +1,4 @@
-"""Rule repair and expiry rounds (the daemons' work), one transaction per rule."""
+"""Rule injection, repair and expiry rounds (the daemons' work), one transaction per rule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from sqlalchemy.orm import Session
 
 from fedlake.bootstrap import Lake
-from fedlake.catalog import qos, rule_repair
+from fedlake.catalog import qos, rule_inject, rule_repair
 from fedlake.catalog.models import Rule
 from fedlake.domain.timefmt import utcnow
 from fedlake.services.rules import targets_of
@@ -15,10 +15,12 @@ from fedlake.services.transfers import poke_after_commit
 
 __all__ = [
     "expire_round",
+    "inject_round",
     "policy_of",
     "qos_round",
     "repair_round",
     "seconds_to_next_expiry",
+    "seconds_to_next_injection",
     "seconds_to_next_qos_step",
 ]
 
@@ -62,6 +64,33 @@ def repair_round(
             log.info("rule %s: %s", rule_id, outcome)
             done += 1
     return done
+
+
+def inject_round(lake: Lake, bounds: Bounds = (None, None), limit: int = 100) -> int:
+    """Place the INJECT rules of this partition (asynchronous creation)."""
+    now = utcnow()
+    with lake.db.read() as s:
+        pending = rule_inject.pending_rules(s, now, bounds, limit)
+    done = 0
+    for rule_id in pending:
+        with lake.db.write() as s:
+            outcome = rule_inject.inject_rule(s, rule_id, now, _targets)
+            if outcome is not None and outcome.startswith("placed"):
+                _queue(s, rule_id)
+                poke_after_commit(s)
+        if outcome is not None:
+            log.info("rule %s: %s", rule_id, outcome)
+            done += 1
+    return done
+
+
+def seconds_to_next_injection(lake: Lake, bounds: Bounds, default: float) -> float:
+    """Seconds until the next INJECT rule of this partition is due (``default`` if none)."""
+    with lake.db.read() as s:
+        when = rule_inject.next_injection(s, bounds)
+    if when is None:
+        return default
+    return (when - utcnow()).total_seconds()
 
 
 def expire_round(lake: Lake, bounds: Bounds = (None, None), limit: int = 100) -> int:

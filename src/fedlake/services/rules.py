@@ -116,7 +116,7 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
     priority = opt_int(body, "priority", what, maximum=2**31 - 1)
     ignore_availability = opt_bool(body, "ignore_availability", what)
     ask_approval = opt_bool(body, "ask_approval", what)
-    opt_bool(body, "asynchronous", what)  # accepted; creation is fast enough to be synchronous
+    asynchronous = opt_bool(body, "asynchronous", what)
     targets = targets_of(s, expression, ignore_availability)
     if not targets:
         raise InvalidReplicationRule(
@@ -142,6 +142,7 @@ def _spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec:
         meta=meta,
         ask_approval=ask_approval,
         eol_after=eol_after,
+        asynchronous=asynchronous,
     )
 
 
@@ -202,12 +203,16 @@ def rule_spec(s: Session, caller: Caller, body: dict[str, Any]) -> core.RuleSpec
     return _spec(s, caller, body)
 
 
-def add_rules_in(s: Session, caller: Caller, body: dict[str, Any]) -> list[str]:
-    """Add one rule per DID of ``body`` inside an open transaction; ids in the DIDs' order."""
+def add_rules_in(
+    s: Session, caller: Caller, body: dict[str, Any], inject_above: int | None = None
+) -> list[str]:
+    """Add one rule per DID of ``body`` inside an open transaction; ids in the DIDs' order.
+    A rule on a dataset of more than ``inject_above`` files is made asynchronously."""
     dids = req_list(body.get("dids"), "dids")
     if not dids:
         raise InvalidInput("a rule needs at least one DID in 'dids'")
     spec = _spec(s, caller, body)
+    spec.inject_above = inject_above or None
     keys = []
     for d in dids:
         d = req_dict(d, "DID")
@@ -229,7 +234,7 @@ def add_rules_in(s: Session, caller: Caller, body: dict[str, Any]) -> list[str]:
 def add_rules(lake: Lake, caller: Caller, body: Any) -> list[str]:
     body = req_dict(body, "the rule")
     with lake.db.write() as s:
-        return add_rules_in(s, caller, body)
+        return add_rules_in(s, caller, body, lake.settings.rule_async_files)
 
 
 def _dict(s: Session, rule: Any) -> dict[str, Any]:

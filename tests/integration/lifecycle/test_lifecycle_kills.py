@@ -35,7 +35,14 @@ from tests.integration.rules.invariants import ACTIVE, violations
 from tests.integration.transfers.conftest import SCOPE, put  # noqa: F401  (fixture)
 
 KILLS = 50
-DAEMONS = ["transfers", "rule-repairer", "rule-expiry", "deletion", "subscriptions"]
+DAEMONS = [
+    "transfers",
+    "rule-injector",
+    "rule-repairer",
+    "rule-expiry",
+    "deletion",
+    "subscriptions",
+]
 TARGETS = ["LOCAL-SAFE", "LOCAL-BUFFER", "LOCAL-SAFE|LOCAL-BUFFER"]
 
 
@@ -157,6 +164,7 @@ def test_daemons_killed_fifty_times_converge(
                             "copies": 1,
                             "rse_expression": rng.choice(TARGETS),
                             "lifetime": lifetime,
+                            "asynchronous": rng.random() < 0.3,  # the injector places it
                         },
                     )
                 elif op < 0.7:

@@ -15,7 +15,8 @@ ACTIVE = ("QUEUED", "SUBMITTED", "WAITING")
 def violations(s: Session, *, requests: bool = True) -> list[str]:
     """Every broken invariant, as text (empty: all hold).
 
-    1. a rule's counters equal its locks' states, and its state follows them;
+    1. a rule's counters equal its locks' states, and its state follows them (a rule not
+       placed yet, WAITING_APPROVAL or INJECT, has no locks);
     2. every lock has its replica, and a replica's lock_cnt is the number of its locks;
     3. an OK lock's replica is AVAILABLE;
     4. (``requests``) a REPLICATING lock's copy has an active transfer request.
@@ -33,7 +34,9 @@ def violations(s: Session, *, requests: bool = True) -> list[str]:
         want = (c["OK"], c["REPLICATING"], c["STUCK"])
         if got != want:
             out.append(f"rule {rule.id}: counters {got} but locks {want}")
-        if rule.state in ("SUSPENDED", "WAITING_APPROVAL"):
+        if rule.state in ("WAITING_APPROVAL", "INJECT") and sum(c.values()):
+            out.append(f"rule {rule.id}: {rule.state} (not placed yet) but it has locks")
+        if rule.state in ("SUSPENDED", "WAITING_APPROVAL", "INJECT"):
             continue
         state = "STUCK" if c["STUCK"] else "REPLICATING" if c["REPLICATING"] else "OK"
         if rule.state != state:

@@ -22,7 +22,7 @@ from fedlake.catalog.rule_repair import RepairPolicy
 from fedlake.domain.errors import LakeError
 from fedlake.services import dids as did_svc
 from fedlake.services import rules as rule_svc
-from fedlake.services.rule_lifecycle import repair_round
+from fedlake.services.rule_lifecycle import inject_round, repair_round
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
 from tests.integration.rules.conftest import SCOPE
 from tests.integration.rules.invariants import ACTIVE, violations
@@ -93,6 +93,7 @@ def test_random_rule_operations_keep_every_invariant(
             "rse_expression": rng.choice(EXPRESSIONS),
             "grouping": rng.choice(["DATASET", "NONE", "ALL"]),
             "ask_approval": rng.random() < 0.15,
+            "asynchronous": rng.random() < 0.15,
         }
         rule_svc.add_rules(lake, root, body)
         return f"add {body}"
@@ -143,6 +144,9 @@ def test_random_rule_operations_keep_every_invariant(
         rule_svc.update_rule(lake, root, ids[0], {"options": {"approve": rng.random() < 0.8}})
         return f"approve/deny {ids[0]}"
 
+    def op_inject() -> str:
+        return f"inject {inject_round(lake)}"
+
     def op_drain() -> str:
         drain(lake)
         return "drain"
@@ -152,7 +156,7 @@ def test_random_rule_operations_keep_every_invariant(
         return f"repair {repair_round(lake, FAST)}"
 
     ops = [op_add] * 4 + [op_delete, op_attach, op_attach, op_detach, op_copies, op_move]
-    ops += [op_approve, op_drain, op_drain, op_repair, op_repair]
+    ops += [op_approve, op_inject, op_drain, op_drain, op_repair, op_repair]
     log: list[str] = []
     for step in range(70):
         op = rng.choice(ops)
@@ -172,6 +176,7 @@ def test_random_rule_operations_keep_every_invariant(
     for rid in rule_ids(state="WAITING_APPROVAL"):
         rule_svc.update_rule(lake, root, rid, {"options": {"approve": True}})
     for _ in range(30):
+        inject_round(lake)
         drain(lake)
         time.sleep(0.02)
         repair_round(lake, FAST)
