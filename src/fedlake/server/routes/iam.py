@@ -74,7 +74,11 @@ async def add_group(request: Request) -> Response:
     return json_response(out, 201)
 
 
-@router.api_route("/iam/groups/{rest:path}", methods=["GET", "POST", "DELETE", "PATCH"])
+# one route per method: a route with several methods gives them one OpenAPI operation id
+@router.get("/iam/groups/{rest:path}")
+@router.post("/iam/groups/{rest:path}")
+@router.delete("/iam/groups/{rest:path}")
+@router.patch("/iam/groups/{rest:path}")
 async def group_resource(request: Request, rest: str) -> Response:
     """``{group}``, ``{group}/members`` and ``{group}/members/{account}``."""
     c = await caller(request)
