@@ -129,13 +129,16 @@ class Client:
             return
         cls_name = r.headers.get("ExceptionClass", "")
         message = r.headers.get("ExceptionMessage", "")
+        own = None
         try:
             body = json.loads(r.content)
             cls_name = body.get("ExceptionClass", cls_name)
             message = body.get("ExceptionMessage", message)
+            own = body.get("FedlakeClass")
         except (ValueError, AttributeError):
             message = message or r.text[:500]
-        raise error_class_for(cls_name, r.status_code)(message or f"HTTP {r.status_code}")
+        error = error_class_for(cls_name, r.status_code, own if isinstance(own, str) else None)
+        raise error(message or f"HTTP {r.status_code}")
 
     def request(
         self,

@@ -326,13 +326,19 @@ def _all_subclasses(cls: type[LakeError]) -> list[type[LakeError]]:
     return out
 
 
-def error_class_for(rucio_class: str, status: int) -> type[LakeError]:
-    """Return the fedlake error class sent as ``rucio_class`` (used by the client).
+def error_class_for(rucio_class: str, status: int, own_class: str | None = None) -> type[LakeError]:
+    """Return the fedlake error class of an error response (used by the client).
 
-    Several fedlake classes can share one Rucio name; the most specific one whose
-    status matches wins, otherwise the generic class for the status.
+    ``own_class`` (the ``FedlakeClass`` a fedlake server sends) names it exactly when it is
+    a known class with that status. Otherwise several fedlake classes can share one Rucio
+    name; the most specific one whose status matches wins, else the generic class for the
+    status.
     """
-    for cls in reversed(_all_subclasses(LakeError)):
+    subclasses = _all_subclasses(LakeError)
+    for cls in subclasses:
+        if own_class and cls.__name__ == own_class and cls.status == status:
+            return cls
+    for cls in reversed(subclasses):
         if cls.rucio_class == rucio_class and cls.status == status:
             return cls
     by_status: dict[int, type[LakeError]] = {

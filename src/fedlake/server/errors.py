@@ -23,10 +23,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HTTP_CLASSES = {404: "MethodNotAllowed", 405: "MethodNotAllowed", 413: "InvalidObject"}
 
 
-def error_response(status: int, cls: str, message: str) -> Response:
+def error_response(status: int, cls: str, message: str, own_class: str | None = None) -> Response:
+    """``own_class``: fedlake's class name, for fedlake's client (several fedlake classes
+    share one Rucio class)."""
     one_line = " ".join(message.split())
     header = one_line if len(one_line) <= 125 else one_line[:125] + "..."
-    body = json.dumps({"ExceptionClass": cls, "ExceptionMessage": one_line})
+    fields = {"ExceptionClass": cls, "ExceptionMessage": one_line}
+    if own_class:
+        fields["FedlakeClass"] = own_class
+    body = json.dumps(fields)
     return Response(
         body,
         status_code=status,
@@ -40,7 +45,7 @@ def error_response(status: int, cls: str, message: str) -> Response:
 
 async def handle_lake_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, LakeError)
-    return error_response(exc.status, exc.rucio_class, exc.message)
+    return error_response(exc.status, exc.rucio_class, exc.message, type(exc).__name__)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

@@ -114,6 +114,19 @@ def test_error_class_for_unique_names_is_exact(cls: type[LakeError]) -> None:
     assert error_class_for(cls.rucio_class, cls.status) is cls
 
 
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
+def test_error_class_for_with_fedlake_class_is_exact(cls: type[LakeError]) -> None:
+    """A fedlake server also sends the class's own name: shared Rucio names stay apart."""
+    assert error_class_for(cls.rucio_class, cls.status, cls.__name__) is cls
+
+
+def test_error_class_for_ignores_a_fedlake_class_that_does_not_fit() -> None:
+    unknown = error_class_for("InvalidObject", 400, "NoSuchClass")
+    assert unknown is error_class_for("InvalidObject", 400)  # as without the name
+    # a known name with another status is not trusted: the Rucio name and status decide
+    assert error_class_for("SomethingNew", 404, "InvalidInput") is NotFound
+
+
 @pytest.mark.parametrize(
     ("status", "cls"),
     [
