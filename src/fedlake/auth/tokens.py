@@ -278,6 +278,14 @@ class TokenService:
             raise AuthenticationFailed(
                 f"a {kind} token is not an access token; use the access token of the login"
             )
+        if raw.get("wlcg.ver") != "1.0":
+            raise AuthenticationFailed("the token is not a WLCG profile token (wlcg.ver 1.0)")
+        aud = raw.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        if AUDIENCE not in audiences and self.issuer not in audiences:
+            raise AuthenticationFailed(
+                f"the token is for another audience ({aud!r}); ask for one for this lake"
+            )
         claims = self._claims(raw)
         if check_revoked:
             self._check_revoked(claims)

@@ -189,6 +189,17 @@ def test_missing_wlcg_ver_is_refused(api: TestClient, trusted: TestIssuer) -> No
     refused(api, trusted.mint("alice-sub", **{"wlcg.ver": "2.0"}), "wlcg.ver")
 
 
+def test_own_tokens_without_wlcg_ver_or_for_another_audience_are_refused(
+    api: TestClient, lake: Lake
+) -> None:
+    refused(api, own_token(lake, **{"wlcg.ver": None}), "wlcg.ver")
+    refused(api, own_token(lake, aud="https://other-service.example.org"), "audience")
+    refused(api, own_token(lake, aud=None), "audience")
+    # the lake's own URL is an audience of its own tokens too (one of several, or alone)
+    assert one(whoami(api, own_token(lake, aud=[lake.tokens.issuer, "https://x.example"])))
+    assert one(whoami(api, own_token(lake, aud=lake.tokens.issuer)))["account"] == "root"
+
+
 def test_an_algorithm_outside_the_issuers_allow_list_is_refused(
     api: TestClient, trusted: TestIssuer
 ) -> None:

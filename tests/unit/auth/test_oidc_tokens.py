@@ -117,7 +117,14 @@ def test_unknown_kid_reloads_are_rate_limited(db: Database) -> None:
             )
         )
     now = int(time.time())
-    claims = {"iss": ISSUER, "iat": now, "exp": now + 60, "fedlake.account": "alice"}
+    claims = {
+        "wlcg.ver": "1.0",
+        "aud": ISSUER,
+        "iss": ISSUER,
+        "iat": now,
+        "exp": now + 60,
+        "fedlake.account": "alice",
+    }
     token = jwt.encode({"alg": "ES256", "kid": "added-later"}, claims, new)
     with pytest.raises(AuthenticationFailed, match="unknown key"):
         service.validate(token)  # no reload allowed right now

@@ -59,6 +59,8 @@ def _signing_key(db: Database, service: TokenService) -> ECKey:
 def _claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     claims: dict[str, Any] = {
+        "wlcg.ver": "1.0",
+        "aud": "https://wlcg.cern.ch/jwt/v1/any",
         "iss": ISSUER,
         "sub": "sub-1",
         "iat": now,
