@@ -29,6 +29,7 @@ from fedlake.catalog import events
 from fedlake.catalog._util import chunks, loads, pairs_in
 from fedlake.catalog.models import DID, RSE, Lock, Replica, RSEAttribute, RSELimit, RSEUsage
 from fedlake.catalog.models import TransferRequest as _TR
+from fedlake.catalog.replica_locks import OBSOLETE
 from fedlake.catalog.transfers import ACTIVE, queue_for_rules
 from fedlake.domain.errors import RSENotFound
 from fedlake.domain.types import ReplicaState
@@ -52,8 +53,6 @@ __all__ = [
     "reported_free",
 ]
 
-#: the tombstone of a replica to delete whatever the free space (Rucio's OBSOLETE)
-OBSOLETE = datetime(1970, 1, 1)
 #: seconds a claim holds replicas; older BEING_DELETED rows are claimed again
 DEFAULT_LEASE = 600.0
 #: RSE attribute: delete every unlocked, tombstoned replica now (Rucio's name)
