@@ -2,19 +2,38 @@
 attribute when the rule asks for it (``distinct_by``, e.g. ``site``: CTAO keeps its two
 copies at sites hundreds of kilometres apart). An RSE without the attribute counts as a
 place of its own.
+
+A rule's ``weight`` names an RSE attribute with numeric values: RSEs are then tried in a
+random order where an RSE of weight 2 comes first twice as often as one of weight 1, and
+RSEs without a positive weight are not used (Rucio's meaning). ``freespace`` without such
+an attribute weighs RSEs by the free bytes their storage last reported (``rse_usage``).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fedlake.catalog.models import RSEAttribute
+from fedlake.catalog.models import RSEAttribute, RSEUsage
 
-__all__ = ["Places", "choose", "distinct_by", "enough", "places_of"]
+__all__ = [
+    "FREESPACE",
+    "Places",
+    "choose",
+    "distinct_by",
+    "enough",
+    "places_of",
+    "weighted",
+    "weighted_order",
+    "weights_of",
+]
+
+#: the weight that falls back to the free space the storage reported
+FREESPACE = "freespace"
 
 #: RSE id -> the place it stands for (the attribute's value); None: every RSE is its own
 Places = Mapping[str, str] | None
@@ -67,3 +86,52 @@ def choose(
 def enough(rse_ids: Sequence[str], copies: int, places: Places) -> bool:
     distinct = len(set(rse_ids)) if places is None else len({places[r] for r in rse_ids})
     return distinct >= copies
+
+
+def _weights(session: Session, attribute: str, rse_ids: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    rows = session.execute(
+        select(RSEAttribute.rse_id, RSEAttribute.value).where(
+            RSEAttribute.key == attribute, RSEAttribute.rse_id.in_(list(rse_ids))
+        )
+    )
+    for rid, text in rows:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            try:
+                out[rid] = float(value)
+            except ValueError:
+                continue
+    if attribute == FREESPACE:
+        missing = [r for r in rse_ids if r not in out]
+        usage = session.execute(
+            select(RSEUsage.rse_id, RSEUsage.source, RSEUsage.free).where(
+                RSEUsage.rse_id.in_(missing), RSEUsage.free.is_not(None)
+            )
+        )
+        for rid, _source, free in sorted(usage, key=lambda u: u[1] != "storage"):
+            out.setdefault(rid, float(free or 0))  # the storage's own report first
+    return out
+
+
+def weights_of(session: Session, attribute: str, rse_ids: Sequence[str]) -> dict[str, float]:
+    """RSE id -> its positive ``attribute`` weight (RSEs without one are left out)."""
+    return {r: w for r, w in _weights(session, attribute, rse_ids).items() if w > 0}
+
+
+def weighted_order(
+    rse_ids: Sequence[str], weights: Mapping[str, float], rng: random.Random | None = None
+) -> list[str]:
+    """The weighted ``rse_ids`` in a weighted random order (Efraimidis-Spirakis: each
+    draws u**(1/w), the largest first)."""
+    draw = (rng or random).random
+    keyed = [(draw() ** (1.0 / weights[r]), r) for r in rse_ids if r in weights]
+    return [r for _, r in sorted(keyed, reverse=True)]
+
+
+def weighted(session: Session, rse_ids: Sequence[str], attribute: str) -> list[str]:
+    """``rse_ids`` with a positive ``attribute`` weight, in a weighted random order."""
+    return weighted_order(rse_ids, weights_of(session, attribute, rse_ids))

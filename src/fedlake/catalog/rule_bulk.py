@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -67,6 +67,9 @@ class _Target(NamedTuple):
 
 def add_rules(session: Session, spec: RuleSpec, keys: Sequence[Key]) -> list[str]:
     """Add one rule per DID of ``keys``; return the rule ids in the order of ``keys``."""
+    if spec.weight:  # only RSEs with a positive weight; each file rule draws its order
+        weights = placement.weights_of(session, spec.weight, spec.target_rse_ids)
+        spec = replace(spec, target_rse_ids=[r for r in spec.target_rse_ids if r in weights])
     dids = _load_dids(session, keys)
     _check(session, spec, keys, dids)
     ids: list[str] = []
@@ -152,6 +155,8 @@ def _add_file_rules(session: Session, spec: RuleSpec, files: Sequence[_Target]) 
     have = _replicas_on(session, [(f.scope, f.name) for f in files], spec.target_rse_ids)
     places = placement.places_of(session, placement.distinct_by(spec.meta), spec.target_rse_ids)
     rows = _Rows(spec, utcnow(), have, places)
+    if spec.weight:
+        rows.weights = placement.weights_of(session, spec.weight, spec.target_rse_ids)
     ids = _new_ids(len(files))
     for rule_id, f in zip(ids, files, strict=True):
         rows.add(rule_id, f)
@@ -190,6 +195,7 @@ class _Rows:
     events: list[dict[str, Any]] = field(default_factory=list)
     bumps: dict[str, list[Key]] = field(default_factory=dict)  # existing replicas locked
     planned: dict[str, int] = field(default_factory=dict)  # new lock bytes per RSE
+    weights: dict[str, float] | None = None  # the rule's weight: each file draws an order
     base: dict[str, Any] = field(init=False)  # the columns all the rules share
 
     def __post_init__(self) -> None:
@@ -198,8 +204,11 @@ class _Rows:
     def add(self, rule_id: str, f: _Target) -> None:
         spec, now, scope, name = self.spec, self.now, f.scope, f.name
         # RSEs that hold the file first, each part in the targets' order
-        held = [r for r in spec.target_rse_ids if (r, scope, name) in self.have]
-        ranked = held + [r for r in spec.target_rse_ids if r not in held]
+        order = spec.target_rse_ids
+        if self.weights is not None:
+            order = placement.weighted_order(order, self.weights)
+        held = [r for r in order if (r, scope, name) in self.have]
+        ranked = held + [r for r in order if r not in held]
         chosen = placement.choose(ranked, spec.copies, self.places)
         ok = 0
         for rse_id in chosen:

@@ -241,6 +241,8 @@ def enough_targets(session: Session, spec: RuleSpec) -> bool:
 def too_few_targets(spec: RuleSpec) -> InsufficientTargetRSEs:
     key = placement.distinct_by(spec.meta)
     where = f" with distinct {key!r}" if key else ""
+    if spec.weight:
+        where += f" (only RSEs with a positive {spec.weight!r} weight are used)"
     return InsufficientTargetRSEs(
         f"{spec.rse_expression!r} matches {len(spec.target_rse_ids)} usable RSE(s) "
         f"but {spec.copies} copies{where} were asked for"
@@ -313,6 +315,8 @@ def place(
     already hold most of the group first) and lock the files there."""
     plan: list[tuple[list[FileRow], list[str]]] = []
     known: list[dict[tuple[str, str, str], str]] = []
+    if rule.weight:
+        target_rse_ids = placement.weighted(session, target_rse_ids, rule.weight)
     places = placement.places_of(session, placement.distinct_by(rule.meta), target_rse_ids)
     for group in _groups(session, did, RuleGrouping.parse(rule.grouping)):
         if not group:

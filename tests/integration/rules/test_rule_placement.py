@@ -71,3 +71,64 @@ def test_bad_distinct_by(lake: Lake, root: Caller, put: Callable[..., Any]) -> N
         add_rule(lake, root, [name], THREE, distinct_by="")
     with pytest.raises(InvalidInput, match="meta must be a JSON object"):
         add_rule(lake, root, [name], THREE, meta=[1, 2])
+
+
+def _weigh(lake: Lake, key: str, **weights: Any) -> None:
+    from fedlake.catalog import rses as rse_core
+
+    with lake.db.write() as s:
+        for rse, value in weights.items():
+            rse_core.set_attribute(s, rse_core.get_rse(s, rse.replace("_", "-")), key, value)
+
+
+def test_weight_leaves_out_rses_without_a_positive_weight(
+    lake: Lake, root: Caller, put: Callable[..., Any]
+) -> None:
+    _weigh(lake, "prio", LOCAL_SAFE=5, LOCAL_BUFFER=0, LOCAL_DISK="lots")
+    names = [put(f"w-{i}")[0] for i in range(3)]
+    for _ in range(5):  # a random order, but only one RSE may be chosen
+        rule_id = add_rule(lake, root, names, THREE, weight="prio")
+        assert set(lock_places(lake, rule_id)) == {"LOCAL-SAFE"}
+        rule_svc.delete_rule(lake, root, rule_id, {})
+    body = {"dids": [{"scope": SCOPE, "name": n} for n in names], "copies": 1}
+    [file_rule, *_] = rule_svc.add_rules(
+        lake, root, body | {"rse_expression": THREE, "weight": "prio"}
+    )
+    assert set(lock_places(lake, file_rule)) == {"LOCAL-SAFE"}
+    with pytest.raises(InsufficientTargetRSEs, match="positive 'nothing' weight"):
+        add_rule(lake, root, names, THREE, weight="nothing")
+    with pytest.raises(InsufficientTargetRSEs, match="positive 'prio' weight"):
+        add_rule(lake, root, names, THREE, copies=2, weight="prio")
+
+
+def test_weight_shares_copies_in_proportion(
+    lake: Lake, root: Caller, put: Callable[..., Any]
+) -> None:
+    """Weights 3 and 1: about three quarters of the file rules go to the heavier RSE
+    (expected 150 of 200, standard deviation 6: the bounds are 5 deviations away)."""
+    _weigh(lake, "share", LOCAL_SAFE=3, LOCAL_BUFFER=1)
+    names = [put(f"s-{i}")[0] for i in range(200)]
+    body = {
+        "dids": [{"scope": SCOPE, "name": n} for n in names],
+        "copies": 1,
+        "rse_expression": "LOCAL-SAFE|LOCAL-BUFFER",
+        "weight": "share",
+    }
+    ids = rule_svc.add_rules(lake, root, body)
+    places = [next(iter(lock_places(lake, rule_id))) for rule_id in ids]
+    assert 120 <= places.count("LOCAL-SAFE") <= 180, places.count("LOCAL-SAFE")
+    assert places.count("LOCAL-SAFE") + places.count("LOCAL-BUFFER") == 200
+
+
+def test_freespace_weight_falls_back_to_the_reported_free_space(
+    lake: Lake, root: Caller, put: Callable[..., Any]
+) -> None:
+    from fedlake.catalog import rses as rse_core
+    from fedlake.catalog.models import RSEUsage
+
+    with lake.db.write() as s:
+        for rse, free in (("LOCAL-SAFE", 10**12), ("LOCAL-BUFFER", 0)):
+            s.add(RSEUsage(rse_id=rse_core.get_rse(s, rse).id, source="storage", free=free))
+    names = [put(f"f-{i}")[0] for i in range(2)]
+    rule_id = add_rule(lake, root, names, "LOCAL-SAFE|LOCAL-BUFFER", weight="freespace")
+    assert set(lock_places(lake, rule_id)) == {"LOCAL-SAFE"}  # the full one is left out
