@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from fedlake.catalog import placement
+from fedlake.catalog import placement, rule_notify
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
 from fedlake.catalog.models import DID, Event, Lock, Replica, Rule, RuleHistory
 from fedlake.catalog.rules import (
@@ -40,7 +40,7 @@ from fedlake.catalog.rules import (
 )
 from fedlake.domain.errors import DIDNotFound, DuplicateRule, InvalidReplicationRule
 from fedlake.domain.timefmt import utcnow
-from fedlake.domain.types import DIDType, LockState, ReplicaState, RuleState
+from fedlake.domain.types import DIDType, LockState, ReplicaState, RuleNotification, RuleState
 
 __all__ = ["add_rules"]
 
@@ -266,6 +266,20 @@ class _Rows:
         self.events.append(
             {"event_type": "rule-added", "payload": _encode(payload), "created_at": now}
         )
+        if state == _RULE_OK and spec.notification != RuleNotification.NO:
+            # OK at once: what catalog.rule_notify sends when a rule becomes OK (a file is
+            # never open, so CLOSE notifies too)
+            note = rule_notify.payload(
+                "RULE_OK",
+                rule_id=rule_id,
+                scope=scope,
+                name=name,
+                account=spec.account,
+                rse_expression=spec.rse_expression,
+            )
+            self.events.append(
+                {"event_type": "rule-notify", "payload": _encode(note), "created_at": now}
+            )
 
     def write(self, session: Session) -> None:
         insert_rows(session, Rule, self.rules)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from fedlake.catalog import events, placement
+from fedlake.catalog import events, placement, rule_notify
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
 from fedlake.catalog.dids import (
     FileRow,
@@ -511,6 +511,7 @@ def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> No
                 select(Lock.state, func.count()).where(Lock.rule_id == rid).group_by(Lock.state)
             )
         }
+        ok_before = rule.locks_ok_cnt or 0
         rule.locks_ok_cnt = counts.get(LockState.OK.value, 0)
         rule.locks_replicating_cnt = counts.get(LockState.REPLICATING.value, 0)
         rule.locks_stuck_cnt = counts.get(LockState.STUCK.value, 0)
@@ -529,6 +530,9 @@ def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> No
             rule.error = None
         elif rule.state == RuleState.STUCK.value and old != rule.state:
             rule.stuck_at = rule.updated_at  # the repairer's next round (or back-off) decides
+        if rule.notification != "NO":
+            became_ok = rule.state == RuleState.OK.value != old
+            rule_notify.notify(session, rule, ok_before, sum(counts.values()), became_ok)
         if rule.state != old and history:
             _history(session, rule)
             if rule.state == RuleState.OK.value:
