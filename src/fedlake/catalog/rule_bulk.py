@@ -262,13 +262,9 @@ class _Rows:
                 "updated_at": now,
             }
         )
-        payload = {"rule_id": rule_id, "scope": scope, "name": name, "state": state}
-        self.events.append(
-            {"event_type": "rule-added", "payload": _encode(payload), "created_at": now}
-        )
         if state == _RULE_OK and spec.notification != RuleNotification.NO:
             # OK at once: what catalog.rule_notify sends when a rule becomes OK (a file is
-            # never open, so CLOSE notifies too)
+            # never open, so CLOSE notifies too), before rule-added as on the per-DID path
             note = rule_notify.payload(
                 "RULE_OK",
                 rule_id=rule_id,
@@ -280,6 +276,10 @@ class _Rows:
             self.events.append(
                 {"event_type": "rule-notify", "payload": _encode(note), "created_at": now}
             )
+        payload = {"rule_id": rule_id, "scope": scope, "name": name, "state": state}
+        self.events.append(
+            {"event_type": "rule-added", "payload": _encode(payload), "created_at": now}
+        )
 
     def write(self, session: Session) -> None:
         insert_rows(session, Rule, self.rules)
