@@ -33,7 +33,7 @@ def _datasets(lake: Lake, *names: str, scope: str = SCOPE, caller: Caller = ROOT
 
 
 def _meta(lake: Lake, name: str, scope: str = SCOPE) -> dict[str, object]:
-    return svc.get_meta(lake, scope, name, "JSON")
+    return svc.get_meta(lake, ROOT, scope, name, "JSON")
 
 
 def _updated_at(lake: Lake, name: str) -> datetime:

@@ -37,8 +37,12 @@ POLICY_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """Who makes a request: the account, whether it is an admin, and its groups (for
+    embargoes, ``fedlake.catalog.embargo``)."""
+
     account: str
     admin: bool = False
+    groups: frozenset[str] = frozenset()
 
 
 def require_admin(caller: Caller, what: str) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "AuditEntry",
     "AuthorizationCode",
     "DeviceCode",
+    "Embargo",
     "GroupMapping",
     "IamGroup",
     "Membership",
@@ -222,3 +223,23 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(255))
     details: Mapped[str | None] = mapped_column(Text)  # JSON text; never a secret or token
     __table_args__ = (Index("iam_audit_at_idx", "at"), Index("iam_audit_target_idx", "target"))
+
+
+class Embargo(Base):
+    """Until ``until`` (naive UTC) only members of ``group`` (and admins) may read or even
+    learn of ``scope`` (``name`` None) or of the DID ``scope:name`` and everything below it.
+    See ``fedlake.catalog.embargo``."""
+
+    __tablename__ = "embargoes"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(25))
+    name: Mapped[str | None] = mapped_column(String(255))
+    group: Mapped[str] = mapped_column(ForeignKey("iam_groups.name", ondelete="CASCADE"))
+    until: Mapped[datetime] = mapped_column(DateTime)
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    created_by: Mapped[str] = mapped_column(String(ACCOUNT))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    __table_args__ = (
+        Index("embargoes_scope_name_idx", "scope", "name"),
+        Index("embargoes_until_idx", "until"),
+    )

@@ -38,6 +38,7 @@ __all__ = [
     "Duplicate",
     "DuplicateContent",
     "DuplicateRule",
+    "EmbargoNotFound",
     "FileAlreadyExists",
     "FileConsistencyMismatch",
     "GroupNotFound",
@@ -214,6 +215,12 @@ class GroupNotFound(NotFound):
     """An identity group (``/escape/cms``) does not exist."""
 
     rucio_class = "GroupNotFound"
+
+
+class EmbargoNotFound(NotFound):
+    """No embargo with that id."""
+
+    rucio_class = "EmbargoNotFound"
 
 
 class MembershipNotFound(NotFound):

@@ -13,6 +13,7 @@ from fedlake.server.routes import (
     accounts,
     core,
     dids,
+    embargo,
     files,
     iam,
     oidc,
@@ -41,7 +42,7 @@ def create_app(lake: Lake) -> FastAPI:
     # RSE route matches), so their order only decides how many routes a request is matched
     # against: the hot ones (DIDs, replicas) come first
     modules = (dids, replicas, rules, files, core, accounts, rses, transfers, subscriptions, iam)
-    for module in (*modules, trust, oidc):
+    for module in (*modules, embargo, trust, oidc):
         app.include_router(module.router)
     app.add_exception_handler(LakeError, handle_lake_error)
     app.add_exception_handler(HTTPException, handle_http_exception)

@@ -11,7 +11,9 @@ from fedlake.auth.trust import unverified_issuer
 from fedlake.auth.userpass import authenticate
 from fedlake.bootstrap import Lake
 from fedlake.catalog import accounts as core
+from fedlake.catalog import iam_groups
 from fedlake.catalog import rses as rse_core
+from fedlake.catalog.embargo import hidden_for
 from fedlake.catalog.models import Account
 from fedlake.domain.errors import AccessDenied, AccountNotFound, AuthenticationFailed, InvalidInput
 from fedlake.domain.names import validate_account, validate_rse_name, validate_scope
@@ -105,7 +107,11 @@ def caller_from_token(lake: Lake, token: str | None, account_header: str | None 
             raise AuthenticationFailed(f"account {claims.account} no longer exists") from None
         if acc.status != "ACTIVE":
             raise AuthenticationFailed(f"account {claims.account} is {acc.status.lower()}")
-        found = Caller(claims.account, core.is_admin(s, claims.account))
+        found = Caller(
+            claims.account,
+            core.is_admin(s, claims.account),
+            frozenset(iam_groups.groups_of(s, claims.account)),
+        )
     lake.tokens.callers.put(token, found, claims.expires_at, lake.settings.auth_cache_seconds)
     return found
 
@@ -219,13 +225,16 @@ def set_scope_status(lake: Lake, caller: Caller, scope: str, status: Any) -> Non
         row.status = st.value
 
 
-def list_scopes(lake: Lake, account: str | None = None) -> list[dict[str, str]]:
+def list_scopes(lake: Lake, caller: Caller, account: str | None = None) -> list[dict[str, str]]:
+    """Scopes (of one account); a scope embargoed from ``caller`` as a whole is left out."""
     with lake.db.read() as s:
         if account is not None:
             core.get_account(s, account)
+        h = hidden_for(s, admin=caller.admin, groups=caller.groups)
         return [
             {"scope": r.scope, "account": r.account, "status": r.status}
             for r in core.list_scopes(s, account)
+            if h is None or r.scope not in h.scopes
         ]
 
 

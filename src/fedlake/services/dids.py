@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future
+from itertools import islice
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -13,10 +14,11 @@ from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as core
 from fedlake.catalog import meta as meta_core
 from fedlake.catalog.models import DID
-from fedlake.domain.errors import InvalidInput
+from fedlake.domain.errors import InvalidInput, ScopeNotFound
 from fedlake.domain.names import validate_did_name, validate_scope
 from fedlake.domain.types import DIDType
 from fedlake.expressions.did_filters import TYPES, Filter
+from fedlake.services import embargo
 from fedlake.services._validate import (
     MAX_LIFETIME,
     opt_bool,
@@ -73,8 +75,14 @@ def add_dids(lake: Lake, caller: Caller, items: Any) -> None:
         rules = req_list(item.get("rules") or [], "rules")
         extras.append((content, rules))
     with lake.db.write() as s:
+        h = embargo.hidden(s, caller)
         for new, _ in parsed:
+            embargo.require_visible_scope(h, new.scope)
             require_scope_owner(s, caller, new.scope, "add DIDs")
+        for content, _ in extras:
+            _require_visible(h, content)
+        # a hidden name that exists fails below as it would for anybody (DIDAlreadyExists):
+        # see docs/embargo.md, "Creating a DID whose name is embargoed"
         core.add_collections(s, [p[0] for p in parsed])
         for (new, meta), (content, rules) in zip(parsed, extras, strict=True):
             if meta:
@@ -88,22 +96,66 @@ def add_dids(lake: Lake, caller: Caller, items: Any) -> None:
                 rule_svc.add_rules_in(s, caller, body)
 
 
-def get_did(lake: Lake, scope: str, name: str, dynamic_depth: str | None = None) -> dict[str, Any]:
+def _require_visible(h: embargo.Hidden | None, keys: list[Key]) -> None:
+    for scope, name in keys:
+        embargo.require_visible(h, scope, name)
+
+
+def get_did(
+    lake: Lake, caller: Caller, scope: str, name: str, dynamic_depth: str | None = None
+) -> dict[str, Any]:
     with lake.db.read() as s:
-        row = core.get_did(s, validate_scope(scope), validate_did_name(name))
+        h = embargo.hidden(s, caller)
+        embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+        row = core.get_did(s, scope, name)
         dynamic = None
         if dynamic_depth and row.did_type == DIDType.CONTAINER:
-            dynamic = core.dynamic_size(s, row)
+            dynamic = _visible_size(s, h, row)
+        elif h is not None and row.did_type != DIDType.FILE:
+            dynamic = _visible_counts(s, h, row)
         return core.did_dict(row, dynamic=dynamic)
 
 
-def _check_exists(lake: Lake, scope: str, name: str) -> DID:
+def _visible_size(s: Session, h: embargo.Hidden | None, row: DID) -> tuple[int, int]:
+    """(bytes, files) over the files below ``row`` that the caller may see."""
+    if h is None:
+        return core.dynamic_size(s, row)
+    total, count = 0, 0
+    for f in h.keep(core.list_files(s, row.scope, row.name), lambda f: (f.scope, f.name)):
+        total += f.bytes or 0
+        count += 1
+    return total, count
+
+
+def _visible_counts(s: Session, h: embargo.Hidden, row: DID) -> tuple[int, int] | None:
+    """(bytes, length) of a collection without its hidden content; None if none is hidden
+    (the stored counts are right then)."""
+    children = list(core.list_content(s, row.scope, row.name))
+    shown = list(h.keep(children, lambda c: (c.child_scope, c.child_name)))
+    if len(shown) == len(children):
+        return None
+    if row.did_type == DIDType.DATASET:
+        return sum(c.bytes or 0 for c in shown), len(shown)
+    return _visible_size(s, h, row)[0], len(shown)
+
+
+def _check_exists(lake: Lake, caller: Caller, scope: str, name: str) -> embargo.Hidden | None:
+    """Raise what a nonexistent DID gives; return what the caller may not see."""
     with lake.db.read() as s:
-        return core.get_did(s, validate_scope(scope), validate_did_name(name))
+        h = embargo.hidden(s, caller)
+        embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+        core.get_did(s, scope, name)
+        return h
 
 
 def search(
-    lake: Lake, scope: str, flt: Filter, did_type: str, long: bool, limit: int | None
+    lake: Lake,
+    caller: Caller,
+    scope: str,
+    flt: Filter,
+    did_type: str,
+    long: bool,
+    limit: int | None,
 ) -> Iterator[Any]:
     validate_scope(scope)
     if did_type not in TYPES:
@@ -111,12 +163,18 @@ def search(
     from fedlake.catalog.accounts import get_scope
 
     with lake.db.read() as s:
+        h = embargo.hidden(s, caller)
+        embargo.require_visible_scope(h, scope)
         get_scope(s, scope)
-    stmt = meta_core.search_statement(scope, flt, did_type, limit)  # bad filters: 400 now
+    # with hidden DIDs the limit applies after filtering them out
+    stmt = meta_core.search_statement(scope, flt, did_type, None if h else limit)  # 400 now
 
     def gen() -> Iterator[Any]:
         with lake.db.read() as s:
-            for row in s.scalars(stmt):
+            rows: Iterator[DID] = iter(s.scalars(stmt))
+            if h is not None:
+                rows = islice(h.keep(rows, lambda r: (r.scope, r.name)), limit or None)
+            for row in rows:
                 if long:
                     yield {
                         "scope": row.scope,
@@ -131,12 +189,15 @@ def search(
     return gen()
 
 
-def list_content(lake: Lake, scope: str, name: str) -> Iterator[dict[str, Any]]:
-    _check_exists(lake, scope, name)
+def list_content(lake: Lake, caller: Caller, scope: str, name: str) -> Iterator[dict[str, Any]]:
+    h = _check_exists(lake, caller, scope, name)
 
     def gen() -> Iterator[dict[str, Any]]:
         with lake.db.read() as s:
-            for c in core.list_content(s, scope, name):
+            rows = core.list_content(s, scope, name)
+            if h is not None:
+                rows = h.keep(rows, lambda c: (c.child_scope, c.child_name))
+            for c in rows:
                 yield {
                     "scope": c.child_scope,
                     "name": c.child_name,
@@ -149,8 +210,13 @@ def list_content(lake: Lake, scope: str, name: str) -> Iterator[dict[str, Any]]:
     return gen()
 
 
-def list_content_history(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+def list_content_history(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
+        h = embargo.hidden(s, caller)
+        embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+        rows = core.list_content_history(s, scope, name)
+        if h is not None:
+            rows = h.keep(rows, lambda c: (c.child_scope, c.child_name))
         return [
             {
                 "scope": c.child_scope,
@@ -162,16 +228,19 @@ def list_content_history(lake: Lake, scope: str, name: str) -> list[dict[str, An
                 "deleted_at": c.deleted_at,
                 "created_at": c.created_at,
             }
-            for c in core.list_content_history(s, validate_scope(scope), validate_did_name(name))
+            for c in rows
         ]
 
 
-def list_files(lake: Lake, scope: str, name: str) -> Iterator[dict[str, Any]]:
-    _check_exists(lake, scope, name)
+def list_files(lake: Lake, caller: Caller, scope: str, name: str) -> Iterator[dict[str, Any]]:
+    h = _check_exists(lake, caller, scope, name)
 
     def gen() -> Iterator[dict[str, Any]]:
         with lake.db.read() as s:
-            for f in core.list_files(s, scope, name):
+            rows = core.list_files(s, scope, name)
+            if h is not None:
+                rows = h.keep(rows, lambda f: (f.scope, f.name))
+            for f in rows:
                 yield {
                     "scope": f.scope,
                     "name": f.name,
@@ -185,17 +254,29 @@ def list_files(lake: Lake, scope: str, name: str) -> Iterator[dict[str, Any]]:
     return gen()
 
 
-def list_parents(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+def list_parents(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        return [
-            {"scope": p.scope, "name": p.name, "type": p.did_type}
-            for p in core.list_parents(s, validate_scope(scope), validate_did_name(name))
-        ]
+        h = embargo.hidden(s, caller)
+        embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+        rows = core.list_parents(s, scope, name)
+        if h is not None:
+            rows = list(h.keep(rows, lambda p: (p.scope, p.name)))
+        return [{"scope": p.scope, "name": p.name, "type": p.did_type} for p in rows]
 
 
-def scope_tree(lake: Lake, scope: str, name: str | None, recursive: bool) -> list[dict[str, Any]]:
+def scope_tree(
+    lake: Lake, caller: Caller, scope: str, name: str | None, recursive: bool
+) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        return list(core.scope_tree(s, validate_scope(scope), name, recursive))
+        h = embargo.hidden(s, caller)
+        if h is not None and validate_scope(scope) in h.scopes:
+            raise ScopeNotFound(f"scope {scope!r} does not exist")  # as core.scope_tree
+        if name:
+            embargo.require_visible(h, scope, validate_did_name(name))
+        rows = core.scope_tree(s, validate_scope(scope), name, recursive)
+        if h is not None:
+            rows = h.keep(rows, lambda d: (d["scope"], d["name"]))
+        return list(rows)
 
 
 def attach(
@@ -208,7 +289,9 @@ def attach(
 ) -> int:
     keys = [did_key(d, "DID to attach") for d in req_list(dids, "dids")]
     with lake.db.write() as s:
-        require_scope_owner(s, caller, validate_scope(scope), "attach DIDs")
+        embargo.require_owner_and_visible(
+            s, caller, validate_scope(scope), [(scope, name), *keys], "attach DIDs"
+        )
         n = core.attach(s, scope, validate_did_name(name), keys, ignore_duplicate=ignore_duplicate)
         extend_rules(s, scope, name, keys)
         return n
@@ -256,7 +339,9 @@ def attach_bulk(lake: Lake, caller: Caller, attachments: Any, ignore_duplicate: 
         )
     with lake.db.write() as s:
         for scope, name, keys in plan:
-            require_scope_owner(s, caller, scope, "attach DIDs")
+            embargo.require_owner_and_visible(
+                s, caller, scope, [(scope, name), *keys], "attach DIDs"
+            )
             core.attach(s, scope, name, keys, ignore_duplicate=ignore_duplicate)
             extend_rules(s, scope, name, keys)
 
@@ -264,7 +349,9 @@ def attach_bulk(lake: Lake, caller: Caller, attachments: Any, ignore_duplicate: 
 def detach(lake: Lake, caller: Caller, scope: str, name: str, dids: Any) -> None:
     keys = [did_key(d, "DID to detach") for d in req_list(dids, "dids")]
     with lake.db.write() as s:
-        require_scope_owner(s, caller, validate_scope(scope), "detach DIDs")
+        embargo.require_owner_and_visible(
+            s, caller, validate_scope(scope), [(scope, name), *keys], "detach DIDs"
+        )
         holders = core._ancestors(s, (scope, validate_did_name(name))) | {(scope, name)}
         from fedlake.catalog import rules as rule_core
 
@@ -281,12 +368,17 @@ def set_status(lake: Lake, caller: Caller, scope: str, name: str, body: dict[str
         raise InvalidInput('the body must be {"open": true} or {"open": false}')
     is_open = opt_bool(body, "open", "status")
     with lake.db.write() as s:
-        require_scope_owner(s, caller, validate_scope(scope), "open or close DIDs")
+        embargo.require_owner_and_visible(
+            s, caller, validate_scope(scope), [(scope, name)], "open or close DIDs"
+        )
         core.set_status(s, scope, validate_did_name(name), is_open)
 
 
-def get_meta(lake: Lake, scope: str, name: str, plugin: str | None) -> dict[str, Any]:
+def get_meta(
+    lake: Lake, caller: Caller, scope: str, name: str, plugin: str | None
+) -> dict[str, Any]:
     with lake.db.read() as s:
+        embargo.require_visible(embargo.hidden(s, caller), validate_scope(scope), name)
         return meta_core.get_meta(
             s, validate_scope(scope), validate_did_name(name), plugin or "DID_COLUMN"
         )
@@ -295,7 +387,9 @@ def get_meta(lake: Lake, scope: str, name: str, plugin: str | None) -> dict[str,
 def set_meta(lake: Lake, caller: Caller, scope: str, name: str, meta: Any) -> None:
     req_dict(meta, "meta")
     with lake.db.write() as s:
-        require_scope_owner(s, caller, validate_scope(scope), "set metadata")
+        embargo.require_owner_and_visible(
+            s, caller, validate_scope(scope), [(scope, name)], "set metadata"
+        )
         meta_core.set_meta(s, scope, validate_did_name(name), meta)
 
 
@@ -309,7 +403,7 @@ def submit_set_meta(lake: Lake, caller: Caller, scope: str, name: str, meta: Any
     scope, name = validate_scope(scope), validate_did_name(name)
 
     def job(s: Session) -> None:
-        require_scope_owner(s, caller, scope, "set metadata")
+        embargo.require_owner_and_visible(s, caller, scope, [(scope, name)], "set metadata")
         meta_core.set_meta(s, scope, name, meta)
 
     return lake.db.submit_write(job, order=(scope, name))
@@ -322,7 +416,7 @@ def set_meta_bulk(lake: Lake, caller: Caller, items: Any) -> None:
         plan.append((*did_key(it, "DID"), req_dict(it.get("meta"), "meta")))
     with lake.db.write() as s:
         for scope, name, meta in plan:
-            require_scope_owner(s, caller, scope, "set metadata")
+            embargo.require_owner_and_visible(s, caller, scope, [(scope, name)], "set metadata")
             meta_core.set_meta(s, scope, name, meta)
 
 
@@ -330,11 +424,16 @@ def delete_meta(lake: Lake, caller: Caller, scope: str, name: str, key: str | No
     if not key:
         raise InvalidInput("give the key to delete as ?key=NAME")
     with lake.db.write() as s:
-        require_scope_owner(s, caller, validate_scope(scope), "delete metadata")
+        embargo.require_owner_and_visible(
+            s, caller, validate_scope(scope), [(scope, name)], "delete metadata"
+        )
         meta_core.delete_meta(s, scope, validate_did_name(name), key)
 
 
-def bulk_meta(lake: Lake, dids: Any, plugin: str | None) -> list[dict[str, Any]]:
+def bulk_meta(lake: Lake, caller: Caller, dids: Any, plugin: str | None) -> list[dict[str, Any]]:
     keys = [did_key(d, "DID") for d in req_list(dids, "dids")]
     with lake.db.read() as s:
+        h = embargo.hidden(s, caller)
+        if h is not None:  # hidden DIDs are skipped as missing ones are
+            keys = list(h.keep(keys, lambda k: k))
         return list(meta_core.get_meta_bulk(s, keys, plugin or "DID_COLUMN"))

@@ -25,6 +25,7 @@ from fedlake.domain.errors import (
 from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
 from fedlake.domain.paths import build_pfn
 from fedlake.domain.types import ReplicaState
+from fedlake.services import embargo
 from fedlake.services.replicas import best_pfn
 from fedlake.storage import Storage, get_storage
 from fedlake.storage.registry import protocol_options
@@ -74,7 +75,10 @@ def store_file(
     if size is None:
         raise InvalidInput("declare the size with a Content-Length header")
     with lake.db.read() as s:
+        h = embargo.hidden(s, caller)
+        embargo.require_visible_scope(h, scope)
         require_scope_owner(s, caller, scope, "upload files")
+        embargo.require_not_hidden_name(h, scope, name)
         info = rse_core.rse_info(s, rse_core.get_rse(s, validate_rse_name(rse)))
         existing = s.get(DID, (scope, name))
         if existing is not None:
@@ -103,10 +107,14 @@ def store_file(
 
 
 def open_file(
-    lake: Lake, scope: str, name: str, byte_range: tuple[int, int | None] | None = None
+    lake: Lake,
+    caller: Caller,
+    scope: str,
+    name: str,
+    byte_range: tuple[int, int | None] | None = None,
 ) -> tuple[int, Iterator[bytes]]:
     """(size, byte stream) of the best available replica, optionally of bytes [start, end]."""
-    pfn = best_pfn(lake, scope, name)
+    pfn = best_pfn(lake, caller, scope, name)
     storage = _storage_of_pfn(lake, pfn)
     try:
         st = storage.stat(pfn)

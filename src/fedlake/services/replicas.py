@@ -25,6 +25,7 @@ from fedlake.domain.errors import (
 from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
 from fedlake.domain.paths import build_pfn
 from fedlake.domain.types import ReplicaState
+from fedlake.services import embargo
 from fedlake.services._validate import opt_bool, req_dict, req_int, req_list
 from fedlake.services.dids import did_key
 from fedlake.services.rses import resolve
@@ -70,8 +71,12 @@ def add_replicas(lake: Lake, caller: Caller, body: Any) -> int:
         rse = _rse(s, body.get("rse"))
         if not rse.availability_write and not ignore_availability:
             raise UnsupportedOperation(f"RSE {rse.rse} is not available for writing")
-        for scope in {f.scope for f in files}:
+        h = embargo.hidden(s, caller)
+        for scope in sorted({f.scope for f in files}):
+            embargo.require_visible_scope(h, scope)
             require_scope_owner(s, caller, scope, "register replicas")
+        for f in files:
+            embargo.require_not_hidden_name(h, f.scope, f.name)
         n = core.add_replicas(s, rse, files, caller.account)
         available = [(f.scope, f.name) for f in files if f.state == ReplicaState.AVAILABLE]
         if available:
@@ -90,8 +95,12 @@ def update_replicas(lake: Lake, caller: Caller, body: Any) -> None:
         changes.append((scope, name, ReplicaState.parse(f["state"])))
     with lake.db.write() as s:
         rse = _rse(s, body.get("rse"))
-        for scope in {c[0] for c in changes}:
-            require_scope_owner(s, caller, scope, "change replica states")
+        for scope in sorted({c[0] for c in changes}):
+            embargo.require_owner_and_visible(s, caller, scope, [], "change replica states")
+        h = embargo.hidden(s, caller)
+        for scope, name, _ in changes:  # a hidden file has no replica, as a missing one
+            if h is not None and h.hides(scope, name):
+                raise ReplicaNotFound(f"{scope}:{name} has no replica on {rse.rse}")
         became = core.update_states(s, rse, changes)
         if became:
             rule_core.locks_available(s, rse.id, became)
@@ -109,11 +118,15 @@ def tombstone(lake: Lake, caller: Caller, body: Any) -> None:
     body = req_dict(body, "the request")
     items = []
     with lake.db.write() as s:
+        h = embargo.hidden(s, caller)
         for r in req_list(body.get("replicas"), "replicas"):
             r = req_dict(r, "replica")
             scope, name = did_key(r, "replica")
-            require_scope_owner(s, caller, scope, "remove replicas")
+            embargo.require_owner_and_visible(s, caller, scope, [], "remove replicas")
             items.append((_rse(s, r.get("rse")).id, (scope, name)))
+        for _, (scope, name) in items:  # as core.set_tombstones says of a missing replica
+            if h is not None and h.hides(scope, name):
+                raise ReplicaNotFound(f"{scope}:{name} has no unlocked replica on that RSE")
         core.set_tombstones(s, items)
 
 
@@ -138,11 +151,12 @@ class ListQuery:
         self.ignore_availability = opt_bool(body, "ignore_availability", "request", default=True)
 
 
-def list_replicas(lake: Lake, body: Any) -> Iterator[dict[str, Any]]:
+def list_replicas(lake: Lake, caller: Caller, body: Any) -> Iterator[dict[str, Any]]:
     q = ListQuery(req_dict(body, "the request"))
     with lake.db.read() as s:
+        h = embargo.hidden(s, caller)
         found = did_core.existing_dids(s, q.dids)
-        missing = [k for k in q.dids if k not in found]
+        missing = [k for k in q.dids if k not in found or (h is not None and h.hides(*k))]
         if missing:
             raise DIDNotFound(f"data identifier {missing[0][0]}:{missing[0][1]} does not exist")
         infos = {r.id: rse_core.rse_info(s, r) for r in rse_core.all_rses(s)}
@@ -150,16 +164,24 @@ def list_replicas(lake: Lake, body: Any) -> Iterator[dict[str, Any]]:
         if q.rse_expression:
             names = set(resolve(s, q.rse_expression))
             rse_ids = {i for i, info in infos.items() if info.rse in names}
-    return _records(lake, q, infos, rse_ids)
+    return _records(lake, q, infos, rse_ids, h)
 
 
 def _records(
-    lake: Lake, q: ListQuery, infos: dict[str, RSEInfo], rse_ids: set[str] | None
+    lake: Lake,
+    q: ListQuery,
+    infos: dict[str, RSEInfo],
+    rse_ids: set[str] | None,
+    h: embargo.Hidden | None,
 ) -> Iterator[dict[str, Any]]:
     plan = _PfnPlan(infos, q)
     with lake.db.read() as s:
         records = core.iter_file_replicas(s, q.dids, all_states=q.all_states, rse_ids=rse_ids)
+        if h is not None:
+            records = h.keep(records, lambda r: (r.scope, r.name))
         for rec in records:
+            if h is not None and rec.parents:
+                rec.parents = list(h.keep(rec.parents, lambda k: k))
             yield plan.record(rec)
 
 
@@ -238,39 +260,54 @@ class _PfnPlan:
         return out
 
 
-def replicas_of_did(lake: Lake, scope: str, name: str) -> Iterator[dict[str, Any]]:
-    return list_replicas(lake, {"dids": [{"scope": scope, "name": name}], "all_states": True})
+def replicas_of_did(lake: Lake, caller: Caller, scope: str, name: str) -> Iterator[dict[str, Any]]:
+    body = {"dids": [{"scope": scope, "name": name}], "all_states": True}
+    return list_replicas(lake, caller, body)
 
 
 def dataset_replicas(
-    lake: Lake, dids: list[tuple[str, str]], deep: bool = False
+    lake: Lake, caller: Caller, dids: list[tuple[str, str]], deep: bool = False
 ) -> list[dict[str, Any]]:
     with lake.db.read() as s:
+        h = embargo.hidden(s, caller)
         datasets: list[tuple[str, str]] = []
         for scope, name in dids:
-            row = did_core.get_did(s, validate_scope(scope), validate_did_name(name))
+            embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+            row = did_core.get_did(s, scope, name)
             if row.did_type == "CONTAINER":
                 datasets.extend(did_core._collections_below(s, [(scope, name)])[0])
             elif row.did_type == "DATASET":
                 datasets.append((scope, name))
             else:
                 raise InvalidInput(f"{scope}:{name} is a file; dataset replicas need a dataset")
+        if h is not None:
+            datasets = list(h.keep(datasets, lambda k: k))
         return list(core.dataset_replicas(s, datasets))
 
 
-def datasets_at_rse(lake: Lake, rse: str) -> list[dict[str, Any]]:
+def datasets_at_rse(lake: Lake, caller: Caller, rse: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
+        h = embargo.hidden(s, caller)
         row = rse_core.get_rse(s, validate_rse_name(rse))
-        return [d | {"rse": rse} for d in core.datasets_at_rse(s, row.id)]
+        rows = core.datasets_at_rse(s, row.id)
+        if h is not None:
+            rows = h.keep(rows, lambda d: (d["scope"], d["name"]))
+        return [d | {"rse": rse} for d in rows]
 
 
-def best_pfn(lake: Lake, scope: str, name: str, schemes: list[str] | None = None) -> str:
+def best_pfn(
+    lake: Lake, caller: Caller, scope: str, name: str, schemes: list[str] | None = None
+) -> str:
     """The PFN a client should read first (``/redirect``): available, disk before tape."""
     with lake.db.read() as s:
-        row = did_core.get_did(s, validate_scope(scope), validate_did_name(name))
+        embargo.require_visible(
+            embargo.hidden(s, caller), validate_scope(scope), validate_did_name(name)
+        )
+        row = did_core.get_did(s, scope, name)
         if row.did_type != "FILE":
             raise InvalidInput(f"{scope}:{name} is a {row.did_type.lower()}; redirect needs a file")
-    for rec in list_replicas(lake, {"dids": [{"scope": scope, "name": name}], "schemes": schemes}):
+    body = {"dids": [{"scope": scope, "name": name}], "schemes": schemes}
+    for rec in list_replicas(lake, caller, body):
         for pfn in rec["pfns"]:
             return str(pfn)
     raise ReplicaNotFound(f"{scope}:{name} has no available replica")

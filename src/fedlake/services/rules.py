@@ -18,9 +18,15 @@ from fedlake.catalog import rules as core
 from fedlake.catalog import transfers as transfer_core
 from fedlake.catalog.accounts import get_account
 from fedlake.catalog.models import DID, RSE
-from fedlake.domain.errors import AccessDenied, InvalidInput, InvalidReplicationRule
+from fedlake.domain.errors import (
+    AccessDenied,
+    InvalidInput,
+    InvalidReplicationRule,
+    RuleNotFound,
+)
 from fedlake.domain.names import validate_account, validate_did_name, validate_scope
 from fedlake.domain.types import RuleGrouping, RuleNotification
+from fedlake.services import embargo
 from fedlake.services._validate import (
     MAX_LIFETIME,
     opt_bool,
@@ -222,6 +228,9 @@ def add_rules_in(
                 validate_did_name(req_str(d, "name", "DID")),
             )
         )
+    h = embargo.hidden(s, caller)
+    for scope, name in keys:
+        embargo.require_visible(h, scope, name)
     ids = rule_bulk.add_rules(s, spec, keys)
     # every REPLICATING lock gets its transfer request in the same transaction
     if transfer_core.queue_for_rules(s, ids, None):
@@ -242,26 +251,64 @@ def _dict(s: Session, rule: Any) -> dict[str, Any]:
     return core.rule_dict(rule, did.bytes if did else None)
 
 
-def get_rule(lake: Lake, rule_id: str) -> dict[str, Any]:
+def _visible_rule(s: Session, caller: Caller, rule_id: str) -> Any:
+    """The rule, or what an unknown id gives if its DID is hidden from ``caller``."""
+    rule = core.get_rule(s, rule_id)
+    h = embargo.hidden(s, caller)
+    if h is not None and h.hides(rule.scope, rule.name):
+        raise RuleNotFound(f"rule {rule_id!r} does not exist")  # as core.get_rule
+    return rule
+
+
+def _visible_did(s: Session, caller: Caller, scope: str, name: str) -> embargo.Hidden | None:
+    h = embargo.hidden(s, caller)
+    embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+    did_core.get_did(s, scope, name)
+    return h
+
+
+def _keep_locks(
+    s: Session, h: embargo.Hidden | None, locks: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Without locks of hidden files, and without locks of rules on hidden DIDs (a visible
+    file in a hidden dataset is locked by the dataset's rule: its id is not shown)."""
+    if h is None:
+        return locks
+    hidden_rules = embargo.hidden_rules(s, h, (lk["rule_id"] for lk in locks))
+    return [
+        lk
+        for lk in locks
+        if lk["rule_id"] not in hidden_rules and not h.hides(lk["scope"], lk["name"])
+    ]
+
+
+def get_rule(lake: Lake, caller: Caller, rule_id: str) -> dict[str, Any]:
     with lake.db.read() as s:
-        return _dict(s, core.get_rule(s, rule_id))
+        return _dict(s, _visible_rule(s, caller, rule_id))
 
 
-def list_rules(lake: Lake, filters: dict[str, Any]) -> list[dict[str, Any]]:
+def list_rules(lake: Lake, caller: Caller, filters: dict[str, Any]) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        return [_dict(s, r) for r in core.list_rules(s, filters)]
+        h = embargo.hidden(s, caller)
+        rows = core.list_rules(s, filters)
+        if h is not None:
+            rows = list(h.keep(rows, lambda r: (r.scope, r.name)))
+        return [_dict(s, r) for r in rows]
 
 
-def rules_of_did(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+def rules_of_did(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        did_core.get_did(s, validate_scope(scope), validate_did_name(name))
+        _visible_did(s, caller, scope, name)
         return [_dict(s, r) for r in core.list_rules(s, {"scope": scope, "name": name})]
 
 
-def associated_rules(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+def associated_rules(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        did_core.get_did(s, validate_scope(scope), validate_did_name(name))
-        return [_dict(s, r) for r in core.rules_for_file(s, scope, name)]
+        h = _visible_did(s, caller, scope, name)
+        rows = core.rules_for_file(s, scope, name)
+        if h is not None:  # a rule on a hidden parent of a visible file
+            rows = list(h.keep(rows, lambda r: (r.scope, r.name)))
+        return [_dict(s, r) for r in rows]
 
 
 def _update_options(given: dict[str, Any]) -> dict[str, Any]:
@@ -296,7 +343,7 @@ def update_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
     body = req_dict(body, "the update")
     options = _update_options(req_dict(body.get("options"), "options"))
     with lake.db.write() as s:
-        rule = core.get_rule(s, rule_id)
+        rule = _visible_rule(s, caller, rule_id)
         require_rule_owner(caller, rule.account, "update")
         if "account" in options:
             if not caller.admin:
@@ -341,7 +388,7 @@ def reduce_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> list[str
     copies = req_int(body, "copies", "the reduction", minimum=1, maximum=2**31 - 1)
     exclude = _text(body, "exclude_expression", "the reduction")
     with lake.db.write() as s:
-        rule = core.get_rule(s, rule_id)
+        rule = _visible_rule(s, caller, rule_id)
         require_rule_owner(caller, rule.account, "reduce")
         if copies >= rule.copies:
             raise InvalidReplicationRule(
@@ -360,7 +407,7 @@ def move_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> str:
     override = body.get("override") or {}
     override = _update_options(req_dict(override, "override"))
     with lake.db.write() as s:
-        rule = core.get_rule(s, rule_id)
+        rule = _visible_rule(s, caller, rule_id)
         require_rule_owner(caller, rule.account, "move")
         targets = targets_of(s, expression, rule.ignore_availability)
         if not targets:
@@ -378,13 +425,16 @@ def delete_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
     if purge is not None and not isinstance(purge, bool):
         raise InvalidInput("purge_replicas must be true, false or null")
     with lake.db.write() as s:
-        rule = core.get_rule(s, rule_id)
+        rule = _visible_rule(s, caller, rule_id)
         require_rule_owner(caller, rule.account, "delete")
         core.delete_rule(s, rule_id, purge)
 
 
-def history(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+def history(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
+        h = embargo.hidden(s, caller)
+        if h is not None and h.hides(validate_scope(scope), validate_did_name(name)):
+            return []  # what a DID that never had rules gives
         return [
             {
                 "rule_id": h.rule_id,
@@ -401,16 +451,18 @@ def history(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
         ]
 
 
-def dataset_locks(lake: Lake, scope: str, name: str) -> list[dict[str, Any]]:
+def dataset_locks(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        did_core.get_did(s, validate_scope(scope), validate_did_name(name))
-        return lock_listing.locks_of_dataset(s, scope, name)
+        h = _visible_did(s, caller, scope, name)
+        return _keep_locks(s, h, lock_listing.locks_of_dataset(s, scope, name))
 
 
-def rule_locks(lake: Lake, rule_id: str) -> list[dict[str, Any]]:
+def rule_locks(lake: Lake, caller: Caller, rule_id: str) -> list[dict[str, Any]]:
     """The locks of one rule (whatever the type of its DID), with their RSE names."""
     with lake.db.read() as s:
-        return lock_listing.locks_of_rule(s, rule_id)
+        _visible_rule(s, caller, rule_id)
+        h = embargo.hidden(s, caller)
+        return _keep_locks(s, h, lock_listing.locks_of_rule(s, rule_id))
 
 
 def rse_names(s: Session) -> dict[str, str]:

@@ -335,13 +335,14 @@ def list_subscriptions(
 
 
 def list_rules(
-    lake: Lake, account: str, name: str, state: str | None = None
+    lake: Lake, caller: Caller, account: str, name: str, state: str | None = None
 ) -> list[dict[str, Any]]:
-    """The rules a subscription made (optionally in one state), oldest first."""
+    """The rules a subscription made (optionally in one state), oldest first; rules on
+    DIDs embargoed from ``caller`` are left out."""
     with lake.db.read() as s:
         sub = core.get_subscription(s, validate_account(account), _name(name))
     filters = {"subscription_id": sub.id} | ({"state": state} if state else {})
-    return rule_svc.list_rules(lake, filters)
+    return rule_svc.list_rules(lake, caller, filters)
 
 
 def rule_states(lake: Lake, account: str, name: str | None = None) -> list[list[Any]]:

@@ -14,9 +14,10 @@ from fedlake.catalog import dids as did_core
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import transfer_admin as admin
 from fedlake.catalog import transfers as core
-from fedlake.domain.errors import Duplicate, InvalidInput
+from fedlake.domain.errors import Duplicate, InvalidInput, RequestNotFound
 from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
 from fedlake.domain.types import DIDType, RequestState
+from fedlake.services import embargo
 from fedlake.services._validate import opt_bool, opt_int, opt_str, req_dict, req_list, req_str
 from fedlake.transfers import wakeup
 
@@ -157,12 +158,18 @@ def _with_attempts(s: Session, r: Any, names: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def get_request(lake: Lake, request_id: int) -> dict[str, Any]:
+def get_request(lake: Lake, caller: Caller, request_id: int) -> dict[str, Any]:
     with lake.db.read() as s:
-        return _with_attempts(s, admin.get_request(s, request_id), core.rse_names(s))
+        r = admin.get_request(s, request_id)
+        h = embargo.hidden(s, caller)
+        if h is not None and (h.hides(r.scope, r.name) or embargo.hidden_rules(s, h, [r.rule_id])):
+            raise RequestNotFound(f"transfer request {request_id} does not exist")  # as admin
+        return _with_attempts(s, r, core.rse_names(s))
 
 
-def list_requests(lake: Lake, filters: dict[str, str]) -> list[dict[str, Any]]:
+def list_requests(lake: Lake, caller: Caller, filters: dict[str, str]) -> list[dict[str, Any]]:
+    """Transfer requests; those of DIDs embargoed from ``caller`` are left out (after the
+    limit: a listing may then hold fewer than ``limit`` rows)."""
     known = {"state", "scope", "name", "rse", "rule_id", "limit"}
     unknown = sorted(set(filters) - known)
     if unknown:
@@ -195,6 +202,11 @@ def list_requests(lake: Lake, filters: dict[str, str]) -> list[dict[str, Any]]:
             rule_id=None if rule_id is None else rule_id.lower(),
             limit=limit,
         )
+        h = embargo.hidden(s, caller)
+        if h is not None:
+            rows = list(h.keep(rows, lambda r: (r.scope, r.name)))
+            gone = embargo.hidden_rules(s, h, (r.rule_id for r in rows))
+            rows = [r for r in rows if r.rule_id not in gone]
         return [admin.request_dict(r, names) for r in rows]
 
 

@@ -27,7 +27,7 @@ from fedlake.auth.policy import Caller, require_admin
 from fedlake.auth.trust import ALLOWED_ALGORITHMS, DEFAULT_ALGORITHMS, ExternalClaims
 from fedlake.bootstrap import Lake
 from fedlake.catalog import accounts as core
-from fedlake.catalog import audit
+from fedlake.catalog import audit, iam_groups
 from fedlake.catalog import trusted_issuers as cat
 from fedlake.catalog.models import Account
 from fedlake.domain.errors import (
@@ -262,7 +262,7 @@ def _active_caller(s: Any, account: str) -> Caller:
         raise AuthenticationFailed(f"account {account} no longer exists") from None
     if acc.status != "ACTIVE":
         raise AuthenticationFailed(f"account {account} is {acc.status.lower()}")
-    return Caller(account, core.is_admin(s, account))
+    return Caller(account, core.is_admin(s, account), frozenset(iam_groups.groups_of(s, account)))
 
 
 def _mapped(s: Any, claims: ExternalClaims) -> list[str]:

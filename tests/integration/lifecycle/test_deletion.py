@@ -33,6 +33,8 @@ from fedlake.services import rses as rse_svc
 from fedlake.services import rules as rule_svc
 from fedlake.services import transfers as transfer_svc
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 SCOPE = "reap"
 DISK = "LOCAL-DISK"
 SAFE = "LOCAL-SAFE"
@@ -457,7 +459,7 @@ def test_a_replica_locked_while_being_deleted_goes_back_to_copying(
     assert replicas(lake, DISK) == {"a": ("COPYING", 1)}
     assert deleted_names(lake) == ["b"]
     # the rule's lock waits for a copy (a transfer restores the file)
-    assert rule_svc.get_rule(lake, rule_id)["state"] == "REPLICATING"
+    assert rule_svc.get_rule(lake, _ADMIN, rule_id)["state"] == "REPLICATING"
     assert _finish(lake, DISK, ["a", "b"]) == core.Finished(0, 0, 0, 0)  # idempotent
 
 

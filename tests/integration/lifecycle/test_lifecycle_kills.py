@@ -34,6 +34,8 @@ from fedlake.storage.backends.posix import is_temporary
 from tests.integration.rules.invariants import ACTIVE, violations
 from tests.integration.transfers.conftest import SCOPE, put  # noqa: F401  (fixture)
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 KILLS = 50
 DAEMONS = [
     "transfers",
@@ -170,7 +172,7 @@ def test_daemons_killed_fifty_times_converge(
                 elif op < 0.7:
                     attach(rng.choice(datasets), rng.randint(1, 4))
                 else:
-                    ids = list(rule_svc.list_rules(lake, {"locked": "false"}))
+                    ids = list(rule_svc.list_rules(lake, _ADMIN, {"locked": "false"}))
                     if ids:
                         rule_id = rng.choice(ids)["id"]
                         rule_svc.delete_rule(

@@ -22,6 +22,8 @@ from tests.integration.rules.test_rule_changes import lock_places
 from tests.integration.rules.test_rule_invariants import drain
 from tests.integration.rules.test_rule_repair import add_rule, check_counters
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 HOUR = 3600
 FAST_THEN_SAFE = [{"qos": "FAST", "lifetime": HOUR}, {"qos": "SAFE"}]
 
@@ -37,24 +39,24 @@ def end_step(lake: Lake, rule_id: str) -> None:
 def test_fast_for_a_while_then_safe(lake: Lake, root: Caller, put: Callable[..., Any]) -> None:
     names = [put(f"q-{i}")[0] for i in range(3)]
     rule_id = add_rule(lake, root, names, "", qos_policy=FAST_THEN_SAFE)
-    rule = rule_svc.get_rule(lake, rule_id)
+    rule = rule_svc.get_rule(lake, _ADMIN, rule_id)
     assert rule["rse_expression"] == "QOS=FAST" and rule["state"] == "OK"
     assert rule["eol_at"] is not None and rule["expires_at"] is None
     assert json.loads(rule["meta"])["qos_step"] == 0
     assert qos_round(lake) == 0  # not yet
     end_step(lake, rule_id)
     assert qos_round(lake) == 1
-    child = rule_svc.get_rule(lake, rule_id)["child_rule_id"]
-    assert child and rule_svc.get_rule(lake, child)["rse_expression"] == "QOS=SAFE"
+    child = rule_svc.get_rule(lake, _ADMIN, rule_id)["child_rule_id"]
+    assert child and rule_svc.get_rule(lake, _ADMIN, child)["rse_expression"] == "QOS=SAFE"
     # the FAST copies stay until the SAFE ones exist
     assert lock_places(lake, rule_id) == {"LOCAL-DISK": {"OK"}}
     assert lock_places(lake, child) == {"LOCAL-SAFE": {"REPLICATING"}}
     drain(lake)
     assert lock_places(lake, child) == {"LOCAL-SAFE": {"OK"}}
-    assert rule_svc.get_rule(lake, child)["state"] == "OK"
+    assert rule_svc.get_rule(lake, _ADMIN, child)["state"] == "OK"
     with pytest.raises(Exception, match="does not exist"):
-        rule_svc.get_rule(lake, rule_id)
-    last = rule_svc.get_rule(lake, child)
+        rule_svc.get_rule(lake, _ADMIN, rule_id)
+    last = rule_svc.get_rule(lake, _ADMIN, child)
     assert json.loads(last["meta"])["qos_step"] == 1
     assert last["eol_at"] is None and last["expires_at"] is None  # SAFE for ever
     check_counters(lake, child)
@@ -76,10 +78,10 @@ def test_three_steps_and_a_last_step_with_a_lifetime(
     for expected in ("QOS=SAFE", "QOS=TAPE"):
         end_step(lake, rule_id)
         assert qos_round(lake) == 1
-        rule_id = rule_svc.get_rule(lake, rule_id)["child_rule_id"]
+        rule_id = rule_svc.get_rule(lake, _ADMIN, rule_id)["child_rule_id"]
         drain(lake)
-        assert rule_svc.get_rule(lake, rule_id)["rse_expression"] == expected
-    last = rule_svc.get_rule(lake, rule_id)
+        assert rule_svc.get_rule(lake, _ADMIN, rule_id)["rse_expression"] == expected
+    last = rule_svc.get_rule(lake, _ADMIN, rule_id)
     assert last["state"] == "OK" and last["eol_at"] is None
     assert last["expires_at"] is not None  # the last step's lifetime: the rule expires
     assert lock_places(lake, rule_id) == {"LOCAL-TAPE": {"OK"}}
@@ -92,7 +94,7 @@ def test_a_temporary_cheap_copy_is_a_one_step_policy(
     rule_id = add_rule(
         lake, root, [name], "", qos_policy=[{"qos": "OPPORTUNISTIC", "lifetime": 86400}]
     )
-    rule = rule_svc.get_rule(lake, rule_id)
+    rule = rule_svc.get_rule(lake, _ADMIN, rule_id)
     assert rule["rse_expression"] == "QOS=OPPORTUNISTIC"
     assert rule["expires_at"] is not None and rule["eol_at"] is None
 
@@ -127,7 +129,7 @@ def test_a_step_whose_class_has_no_room_waits_and_keeps_the_copies(
         rse_core.get_rse(s, "LOCAL-SAFE").availability_write = False
     end_step(lake, rule_id)
     assert qos_round(lake) == 0
-    rule = rule_svc.get_rule(lake, rule_id)
+    rule = rule_svc.get_rule(lake, _ADMIN, rule_id)
     assert rule["child_rule_id"] is None and "no RSE accepting writes" in rule["error"]
     assert rule["eol_at"] > utcnow()  # tried again later
     assert lock_places(lake, rule_id) == {"LOCAL-DISK": {"OK"}}

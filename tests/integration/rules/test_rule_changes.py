@@ -21,6 +21,8 @@ from fedlake.transfers.worker import TransferWorker
 from tests.helpers import assert_error
 from tests.integration.rules.test_rule_repair import add_rule, check_counters, wait_state
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 
 def lock_places(lake: Lake, rule_id: str) -> dict[str, set[str]]:
     """RSE name -> lock states of the rule there."""
@@ -46,7 +48,7 @@ def test_a_rule_asking_approval_waits_without_locks_until_approved(
 ) -> None:
     names = [put(f"appr-{i}")[0] for i in range(3)]
     rule_id = add_rule(lake, root, names, "LOCAL-SAFE", ask_approval=True)
-    rule = rule_svc.get_rule(lake, rule_id)
+    rule = rule_svc.get_rule(lake, _ADMIN, rule_id)
     assert rule["state"] == "WAITING_APPROVAL"
     assert lock_places(lake, rule_id) == {}
     # a user may not approve
@@ -89,7 +91,7 @@ def test_more_and_fewer_copies(
     assert wait_state(lake, rule_id, {"OK"}) == "OK"
     assert set(lock_places(lake, rule_id)) == {"LOCAL-DISK", "LOCAL-SAFE", "LOCAL-BUFFER"}
     check_counters(lake, rule_id)
-    assert rule_svc.get_rule(lake, rule_id)["locks_ok_cnt"] == 12
+    assert rule_svc.get_rule(lake, _ADMIN, rule_id)["locks_ok_cnt"] == 12
     # reduce to 1, dropping LOCAL-DISK first (the rucio client's reduce call)
     r = api.post(f"/rules/{rule_id}/reduce", json={"copies": 1, "exclude_expression": "LOCAL-DISK"})
     assert r.status_code == 200, r.text
@@ -121,9 +123,10 @@ def test_moving_a_rule_keeps_the_old_copies_until_the_new_ones_exist(
     assert r.status_code == 201, r.text
     child = r.json()
     assert isinstance(child, str) and child != rule_id
-    assert rule_svc.get_rule(lake, rule_id)["child_rule_id"] == child
-    assert rule_svc.get_rule(lake, child)["state"] == "REPLICATING"
-    assert rule_svc.get_rule(lake, child)["expires_at"] is not None  # the lifetime carries over
+    assert rule_svc.get_rule(lake, _ADMIN, rule_id)["child_rule_id"] == child
+    assert rule_svc.get_rule(lake, _ADMIN, child)["state"] == "REPLICATING"
+    # the lifetime carries over
+    assert rule_svc.get_rule(lake, _ADMIN, child)["expires_at"] is not None
     again = TransferWorker(lake.db, worker.config)
     again.start()
     try:
@@ -139,7 +142,7 @@ def test_moving_a_rule_keeps_the_old_copies_until_the_new_ones_exist(
     # moving to an expression with no RSE is a clear error, and nothing changes
     r = api.post(f"/rules/{child}/move", json={"rse_expression": "NOPE"})
     assert_error(r, 400, "InvalidRSEExpression")
-    assert rule_svc.get_rule(lake, child)["child_rule_id"] is None
+    assert rule_svc.get_rule(lake, _ADMIN, child)["child_rule_id"] is None
 
 
 def test_update_rse_expression_moves_the_data(
@@ -148,13 +151,13 @@ def test_update_rse_expression_moves_the_data(
     name, _ = put("update-move")
     rule_id = add_rule(lake, root, [name], "LOCAL-SAFE")
     wait_state(lake, rule_id, {"OK"})
-    dataset = rule_svc.get_rule(lake, rule_id)["name"]
+    dataset = rule_svc.get_rule(lake, _ADMIN, rule_id)["name"]
     r = api.put(f"/rules/{rule_id}", json={"options": {"rse_expression": "LOCAL-BUFFER"}})
     assert r.status_code == 200, r.text
     deadline = time.monotonic() + 15
     while api.get(f"/rules/{rule_id}").status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert api.get(f"/rules/{rule_id}").status_code == 404
-    [now] = rule_svc.list_rules(lake, {"name": dataset})
+    [now] = rule_svc.list_rules(lake, _ADMIN, {"name": dataset})
     assert now["rse_expression"] == "LOCAL-BUFFER" and now["state"] == "OK"
     assert lock_places(lake, now["id"]) == {"LOCAL-BUFFER": {"OK"}}

@@ -19,6 +19,8 @@ from tests.integration.rules.conftest import SCOPE
 from tests.integration.rules.test_rule_changes import lock_places
 from tests.integration.rules.test_rule_repair import add_rule
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 THREE = "LOCAL-DISK|LOCAL-BUFFER|LOCAL-SAFE"  # sites: LOCAL, LOCAL, LOCAL-2
 
 
@@ -36,7 +38,7 @@ def test_distinct_sites_for_a_dataset_rule(
     names = [put(f"d-{i}")[0] for i in range(3)]
     rule_id = add_rule(lake, root, names, THREE, copies=2, distinct_by="site")
     assert set(lock_places(lake, rule_id)) == {"LOCAL-DISK", "LOCAL-SAFE"}
-    assert json.loads(rule_svc.get_rule(lake, rule_id)["meta"]) == {"distinct_by": "site"}
+    assert json.loads(rule_svc.get_rule(lake, _ADMIN, rule_id)["meta"]) == {"distinct_by": "site"}
     with pytest.raises(InsufficientTargetRSEs, match="2 copies with distinct 'site'"):
         add_rule(lake, root, names, "LOCAL-DISK|LOCAL-BUFFER", copies=2, distinct_by="site")
     # more copies later keep the sites distinct, or are refused

@@ -27,6 +27,8 @@ from fedlake.services.rule_lifecycle import expire_round, repair_round
 from fedlake.transfers.worker import TransferWorker
 from tests.integration.rules.conftest import SCOPE
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 #: every round due at once (tests move the clock by making rules due, not by sleeping)
 FAST = RepairPolicy(base_delay=0.01, max_delay=0.01, move_after=2, suspend_after=4)
 
@@ -53,7 +55,7 @@ def add_rule(lake: Lake, root: Caller, names: list[str], expression: str, **kw: 
 def wait_state(lake: Lake, rule_id: str, states: set[str], timeout: float = 20.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        rule = rule_svc.get_rule(lake, rule_id)
+        rule = rule_svc.get_rule(lake, _ADMIN, rule_id)
         state = rule["state"]
         if state in states and not rule["locks_replicating_cnt"]:  # settled
             return str(state)
@@ -103,7 +105,7 @@ def test_a_stuck_rule_recovers_when_its_rse_is_repaired(
     # the first round retries in place: still broken, so STUCK again
     assert repair_round(lake, FAST) == 1
     assert wait_state(lake, rule_id, {"STUCK"}) == "STUCK"
-    rule = rule_svc.get_rule(lake, rule_id)
+    rule = rule_svc.get_rule(lake, _ADMIN, rule_id)
     assert rule["locks_stuck_cnt"] == 3
     # the storage comes back: the next round's retry succeeds
     broken.unlink()
@@ -167,7 +169,7 @@ def test_a_hopeless_rule_is_suspended_with_the_reason_and_retried_later(
         repair_round(lake, FAST)
         if wait_state(lake, rule_id, {"STUCK", "SUSPENDED"}) == "SUSPENDED":
             break
-    rule = rule_svc.get_rule(lake, rule_id)
+    rule = rule_svc.get_rule(lake, _ADMIN, rule_id)
     assert rule["state"] == "SUSPENDED"
     assert "suspended after 4 repair rounds" in rule["error"]
     assert "NotADirectoryError" in rule["error"]
@@ -186,7 +188,7 @@ def test_a_hopeless_rule_is_suspended_with_the_reason_and_retried_later(
         )
     assert repair_round(lake, FAST) == 1
     assert wait_state(lake, rule_id, {"OK"}) == "OK"
-    assert rule_svc.get_rule(lake, rule_id)["error"] is None
+    assert rule_svc.get_rule(lake, _ADMIN, rule_id)["error"] is None
 
 
 def test_a_replicating_copy_without_a_request_is_queued_again(
@@ -219,13 +221,13 @@ def test_a_request_queued_too_long_times_out_and_is_repaired(
         s.execute(update(TransferRequest).values(created_at=old))
         s.execute(update(Rule).where(Rule.id == rule_id).values(updated_at=old))
     assert repair_round(lake, FAST) == 1
-    assert rule_svc.get_rule(lake, rule_id)["state"] == "STUCK"
+    assert rule_svc.get_rule(lake, _ADMIN, rule_id)["state"] == "STUCK"
     with lake.db.read() as s:
         [req] = list(s.scalars(select(TransferRequest)))
     assert req.state == "CANCELLED" and "timed out" in (req.error or "")
     time.sleep(0.02)
     assert repair_round(lake, FAST) == 1  # the stuck lock is queued again
-    assert rule_svc.get_rule(lake, rule_id)["state"] == "REPLICATING"
+    assert rule_svc.get_rule(lake, _ADMIN, rule_id)["state"] == "REPLICATING"
     with lake.db.read() as s:
         states = sorted(r.state for r in s.scalars(select(TransferRequest)))
     assert states == ["CANCELLED", "QUEUED"]
@@ -244,7 +246,7 @@ def test_expired_rules_are_removed_and_locked_ones_kept(
     with lake.db.write() as s:
         s.execute(update(Rule).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert expire_round(lake) == 1
-    remaining = {r["id"] for r in rule_svc.list_rules(lake, {})}
+    remaining = {r["id"] for r in rule_svc.list_rules(lake, _ADMIN, {})}
     assert short not in remaining and kept in remaining
     with lake.db.read() as s:
         safe = rse_core.get_rse(s, "LOCAL-SAFE").id

@@ -37,6 +37,8 @@ from fedlake.transfers.endpoints import Endpoints
 from fedlake.transfers.scheduler import Scheduler
 from tests.integration.transfers.conftest import SCOPE
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 OWNER = "copier-faults"
 IN_CI = os.environ.get("CI") == "true"
 
@@ -140,7 +142,7 @@ def test_destination_disk_full_is_committed_as_failed(
     out = _run(lake, c)
     with lake.db.write() as s:
         assert core.complete(s, OWNER, [out]) == [c.id]
-    req = svc.get_request(lake, c.id)
+    req = svc.get_request(lake, _ADMIN, c.id)
     assert req["state"] == "FAILED"
     assert [a["state"] for a in req["attempts"]] == ["FAILED"]
     assert req["attempts"][0]["recoverable"] is False
@@ -235,9 +237,9 @@ def test_a_source_that_changed_size_is_excluded_and_nothing_is_kept(
     # committed: the only source is excluded, so the request has no source left
     with lake.db.write() as s:
         core.complete(s, OWNER, [out])
-    assert svc.get_request(lake, c.id)["state"] == "QUEUED"
+    assert svc.get_request(lake, _ADMIN, c.id)["state"] == "QUEUED"
     assert Scheduler(lake.db, Endpoints(lake.db, ttl=0), OWNER).claim(1) == []
-    assert svc.get_request(lake, c.id)["state"] == "NO_SOURCES"
+    assert svc.get_request(lake, _ADMIN, c.id)["state"] == "NO_SOURCES"
 
 
 def test_verify_source_refuses_a_corrupt_source_before_copying(
@@ -286,7 +288,7 @@ def test_a_missing_source_is_marked_bad_on_the_last_attempt(
     assert (out.kind, out.mark_source_bad) == ("failed", True)
     with lake.db.write() as s:
         core.complete(s, OWNER, [out])
-    assert svc.get_request(lake, c.id)["state"] == "FAILED"
+    assert svc.get_request(lake, _ADMIN, c.id)["state"] == "FAILED"
     assert _replica_state(lake, "LOCAL-DISK", name) == "BAD"
 
 

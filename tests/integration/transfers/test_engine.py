@@ -19,11 +19,13 @@ from fedlake.services import transfers as svc
 from fedlake.transfers.worker import TransferWorker
 from tests.integration.transfers.conftest import SCOPE
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 
 def wait_for(lake: Lake, ids: list[int], timeout: float = 20.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        got = [svc.get_request(lake, i) for i in ids]
+        got = [svc.get_request(lake, _ADMIN, i) for i in ids]
         if all(g["state"] not in ("QUEUED", "SUBMITTED", "WAITING") for g in got):
             return got
         if time.monotonic() > deadline:
@@ -111,7 +113,7 @@ def test_a_rule_queues_transfers_and_becomes_ok(
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        states = {rule_svc.get_rule(lake, r)["state"] for r in rule_ids}
+        states = {rule_svc.get_rule(lake, _ADMIN, r)["state"] for r in rule_ids}
         if states == {"OK"}:
             break
         time.sleep(0.05)
@@ -180,12 +182,12 @@ def test_cancel_and_retry(lake: Lake, root: Caller, put: Callable[..., Any]) -> 
     name, _ = put("cancel-me")
     [rid] = submit(lake, root, [name])
     svc.cancel(lake, root, rid)
-    assert svc.get_request(lake, rid)["state"] == "CANCELLED"
+    assert svc.get_request(lake, _ADMIN, rid)["state"] == "CANCELLED"
     with pytest.raises(InvalidInput, match="only active ones cancel"):
         svc.cancel(lake, root, rid)
     new = svc.retry(lake, root, rid)
     assert new != rid
-    assert svc.get_request(lake, new)["state"] == "QUEUED"
+    assert svc.get_request(lake, _ADMIN, new)["state"] == "QUEUED"
     with pytest.raises(InvalidInput, match="only failed or cancelled"):
         svc.retry(lake, root, new)
 

@@ -19,6 +19,8 @@ from tests.integration.transfers.test_engine import pfn_on, wait_for
 from tests.servers.seaweedfs import S3Server, seaweedfs  # noqa: F401 - fixture
 from tests.servers.xrootd import XRootDServer, xrootd_server, xrootd_server2  # noqa: F401
 
+_ADMIN = Caller("root", admin=True)  # sees embargoed data too
+
 WAN_ALL = {
     "read": 1,
     "write": 1,
@@ -149,7 +151,7 @@ def test_an_unreachable_destination_is_retried_not_lost(
     [rid] = svc.submit(lake, root, {"dids": [{"scope": SCOPE, "name": name}], "rse": "ROOT-DOWN"})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        req = svc.get_request(lake, rid)
+        req = svc.get_request(lake, _ADMIN, rid)
         if req["attempts"]:
             break
         time.sleep(0.1)

@@ -59,8 +59,8 @@ async def add_account(request: Request, account: str) -> Response:
 @router.get("/accounts/{account}/scopes/")
 @router.get("/accounts/{account}/scopes")
 async def account_scopes(request: Request, account: str) -> Response:
-    await caller(request)
-    scopes = await threaded(svc.list_scopes, lake(request), account)
+    c = await caller(request)
+    scopes = await threaded(svc.list_scopes, lake(request), c, account)
     if not scopes:
         raise ScopeNotFound(f"account {account} has no scopes")
     return json_response([s["scope"] for s in scopes])
@@ -76,9 +76,9 @@ async def add_scope(request: Request, account: str, scope: str) -> Response:
 @router.get("/accounts/{account}/rules")
 @router.get("/accounts/{account}/rules/")
 async def account_rules(request: Request, account: str) -> Response:
-    await caller(request)
+    c = await caller(request)
     filters = dict(request.query_params) | {"account": account}
-    return stream_response(await threaded(rule_svc.list_rules, lake(request), filters))
+    return stream_response(await threaded(rule_svc.list_rules, lake(request), c, filters))
 
 
 @router.get("/accounts/{account}/attr/")
@@ -185,15 +185,15 @@ async def delete_limit(request: Request, account: str, locality: str, target: st
 @router.get("/scopes/")
 @router.get("/scopes")
 async def list_scopes(request: Request) -> Response:
-    await caller(request)
-    return json_response([s["scope"] for s in await threaded(svc.list_scopes, lake(request))])
+    c = await caller(request)
+    return json_response([s["scope"] for s in await threaded(svc.list_scopes, lake(request), c)])
 
 
 @router.get("/scopes/owner")
 @router.get("/scopes/owner/")
 async def scope_owners(request: Request) -> Response:
-    await caller(request)
-    scopes = await threaded(svc.list_scopes, lake(request))
+    c = await caller(request)
+    scopes = await threaded(svc.list_scopes, lake(request), c)
     return json_response([{"scope": s["scope"], "account": s["account"]} for s in scopes])
 
 

@@ -11,6 +11,7 @@ from asyncio import wrap_future
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from fedlake.auth.policy import Caller
 from fedlake.domain.errors import InvalidInput, InvalidName, NotFound
 from fedlake.domain.names import validate_did_name, validate_scope
 from fedlake.expressions.did_filters import parse_query
@@ -65,41 +66,45 @@ def _split(request: Request) -> tuple[str, str, str]:
 
 @router.get("/dids/{rest:path}")
 async def get_dids(request: Request, rest: str) -> Response:
-    await caller(request)
+    c = await caller(request)
     lk = lake(request)
     segs = path_segments(request, "/dids/")
     if len(segs) >= 3 and segs[1] == "dids" and segs[2] == "search":
-        return await _search(request, segs[0])
+        return await _search(request, c, segs[0])
     if len(segs) == 1 or (len(segs) == 2 and segs[1] == ""):
         q = request.query_params
         return stream_response(
-            await threaded(svc.scope_tree, lk, segs[0], q.get("name"), _flag(request, "recursive"))
+            await threaded(
+                svc.scope_tree, lk, c, segs[0], q.get("name"), _flag(request, "recursive")
+            )
         )
     scope, name, suffix = _split(request)
     if suffix == "":
         return json_response(
-            await threaded(svc.get_did, lk, scope, name, request.query_params.get("dynamic_depth"))
+            await threaded(
+                svc.get_did, lk, c, scope, name, request.query_params.get("dynamic_depth")
+            )
         )
     if suffix == "dids":
-        return stream_response(await threaded(svc.list_content, lk, scope, name))
+        return stream_response(await threaded(svc.list_content, lk, c, scope, name))
     if suffix == "dids/history":
-        return stream_response(await threaded(svc.list_content_history, lk, scope, name))
+        return stream_response(await threaded(svc.list_content_history, lk, c, scope, name))
     if suffix == "files":
-        return stream_response(await threaded(svc.list_files, lk, scope, name))
+        return stream_response(await threaded(svc.list_files, lk, c, scope, name))
     if suffix == "parents":
-        return stream_response(await threaded(svc.list_parents, lk, scope, name))
+        return stream_response(await threaded(svc.list_parents, lk, c, scope, name))
     if suffix == "meta":
         return json_response(
-            await threaded(svc.get_meta, lk, scope, name, request.query_params.get("plugin"))
+            await threaded(svc.get_meta, lk, c, scope, name, request.query_params.get("plugin"))
         )
     if suffix == "rules":
-        return stream_response(await threaded(rule_svc.rules_of_did, lk, scope, name))
+        return stream_response(await threaded(rule_svc.rules_of_did, lk, c, scope, name))
     if suffix == "associated_rules":
-        return stream_response(await threaded(rule_svc.associated_rules, lk, scope, name))
+        return stream_response(await threaded(rule_svc.associated_rules, lk, c, scope, name))
     raise NotFound(f"no GET operation {suffix!r} on DIDs")
 
 
-async def _search(request: Request, scope: str) -> Response:
+async def _search(request: Request, c: Caller, scope: str) -> Response:
     q = request.query_params
     extra = {k: v for k, v in q.items() if k not in _SEARCH_RESERVED}
     flt = parse_query(q.get("filters"), extra)
@@ -108,7 +113,7 @@ async def _search(request: Request, scope: str) -> Response:
     limit = int(limit_text) if limit_text and limit_text.isdigit() else None
     return stream_response(
         await threaded(
-            svc.search, lake(request), scope, flt, did_type, _flag(request, "long"), limit
+            svc.search, lake(request), c, scope, flt, did_type, _flag(request, "long"), limit
         )
     )
 
@@ -142,7 +147,7 @@ async def post_dids(request: Request, rest: str) -> Response:
     if segs == ["bulkmeta"]:
         body = await body_object(request)
         return stream_response(
-            await threaded(svc.bulk_meta, lk, body.get("dids"), body.get("plugin"))
+            await threaded(svc.bulk_meta, lk, c, body.get("dids"), body.get("plugin"))
         )
     if segs == ["bulkdidsmeta"]:
         body = await body_object(request)

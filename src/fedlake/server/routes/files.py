@@ -83,9 +83,9 @@ def _parse_range(header: str | None) -> tuple[int, int | None] | None:
 @router.get("/files/{scope}/{name}")
 async def get_file(request: Request, scope: str, name: str) -> Response:
     """Stream the best replica's bytes; one ``Range: bytes=a-b`` gives 206."""
-    await caller(request)
+    c = await caller(request)
     byte_range = _parse_range(request.headers.get("range"))
-    size, data = await threaded(svc.open_file, lake(request), scope, name, byte_range)
+    size, data = await threaded(svc.open_file, lake(request), c, scope, name, byte_range)
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in iterate_in_threadpool(data):

@@ -70,8 +70,8 @@ def _metalink_response(records: object) -> StreamingResponse:
 @router.post("/replicas/list")
 @router.post("/replicas/list/")
 async def list_replicas(request: Request) -> Response:
-    await caller(request)
-    records = await threaded(svc.list_replicas, lake(request), await body_json(request))
+    c = await caller(request)
+    records = await threaded(svc.list_replicas, lake(request), c, await body_json(request))
     if _wants_metalink(request):
         return _metalink_response(records)
     return stream_response(records)
@@ -79,23 +79,23 @@ async def list_replicas(request: Request) -> Response:
 
 @router.post("/replicas/datasets_bulk")
 async def datasets_bulk(request: Request) -> Response:
-    await caller(request)
+    c = await caller(request)
     body = await body_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("dids"), list):
         raise InvalidInput('the body must be {"dids": [{"scope", "name"}, ...]}')
     keys = [(str(d.get("scope")), str(d.get("name"))) for d in body["dids"] if isinstance(d, dict)]
-    return stream_response(await threaded(svc.dataset_replicas, lake(request), keys))
+    return stream_response(await threaded(svc.dataset_replicas, lake(request), c, keys))
 
 
 @router.get("/replicas/rse/{rse}")
 async def datasets_at_rse(request: Request, rse: str) -> Response:
-    await caller(request)
-    return stream_response(await threaded(svc.datasets_at_rse, lake(request), rse))
+    c = await caller(request)
+    return stream_response(await threaded(svc.datasets_at_rse, lake(request), c, rse))
 
 
 @router.get("/replicas/{rest:path}")
 async def replicas_of_did(request: Request, rest: str) -> Response:
-    await caller(request)
+    c = await caller(request)
     segs = [s for s in path_segments(request, "/replicas/")]
     if len(segs) < 2:
         raise NotFound("give a DID as /replicas/<scope>/<name>")
@@ -104,11 +104,11 @@ async def replicas_of_did(request: Request, rest: str) -> Response:
     if suffix == "datasets":
         deep = request.query_params.get("deep", "").lower() in ("true", "1")
         return stream_response(
-            await threaded(svc.dataset_replicas, lake(request), [(scope, name)], deep)
+            await threaded(svc.dataset_replicas, lake(request), c, [(scope, name)], deep)
         )
     if suffix:
         raise NotFound(f"no replica operation {suffix!r}")
-    records = await threaded(svc.replicas_of_did, lake(request), scope, name)
+    records = await threaded(svc.replicas_of_did, lake(request), c, scope, name)
     if _wants_metalink(request):
         return _metalink_response(records)
     return stream_response(records)
@@ -117,7 +117,7 @@ async def replicas_of_did(request: Request, rest: str) -> Response:
 @router.get("/redirect/{scope}/{name}")
 async def redirect(request: Request, scope: str, name: str) -> Response:
     """303 to the best available replica of a file (disk before tape)."""
-    await caller(request)
+    c = await caller(request)
     schemes = request.query_params.getlist("schemes") or None
-    pfn = await threaded(svc.best_pfn, lake(request), scope, name, schemes)
+    pfn = await threaded(svc.best_pfn, lake(request), c, scope, name, schemes)
     return RedirectResponse(pfn, status_code=303)

@@ -32,27 +32,27 @@ async def add_rule(request: Request) -> Response:
 @router.get("/rules/")
 @router.get("/rules")
 async def list_rules(request: Request) -> Response:
-    await caller(request)
+    c = await caller(request)
     return stream_response(
-        await threaded(svc.list_rules, lake(request), dict(request.query_params))
+        await threaded(svc.list_rules, lake(request), c, dict(request.query_params))
     )
 
 
 @router.get("/rules/{rest:path}")
 async def get_rules(request: Request, rest: str) -> Response:
-    await caller(request)
+    c = await caller(request)
     segs = [s for s in path_segments(request, "/rules/") if s != ""]
     lk = lake(request)
     if len(segs) == 1:
-        return json_response(await threaded(svc.get_rule, lk, segs[0]))
+        return json_response(await threaded(svc.get_rule, lk, c, segs[0]))
     if len(segs) == 2 and segs[1] == "locks":
-        return stream_response(await threaded(svc.rule_locks, lk, segs[0]))
+        return stream_response(await threaded(svc.rule_locks, lk, c, segs[0]))
     if len(segs) == 2 and segs[1] == "analysis":
-        rule = await threaded(svc.get_rule, lk, segs[0])
+        rule = await threaded(svc.get_rule, lk, c, segs[0])
         return json_response({"rule_error": rule["error"], "transfers": []})
     if len(segs) == 3 and segs[2] == "history":
         scope, name = validate_scope(segs[0]), validate_did_name(segs[1])
-        return stream_response(await threaded(svc.history, lk, scope, name))
+        return stream_response(await threaded(svc.history, lk, c, scope, name))
     raise NotFound(f"no rule operation at {request.url.path}")
 
 
@@ -87,5 +87,5 @@ async def delete_rule(request: Request, rule_id: str) -> Response:
 
 @router.get("/locks/{scope}/{name}")
 async def dataset_locks(request: Request, scope: str, name: str) -> Response:
-    await caller(request)
-    return stream_response(await threaded(svc.dataset_locks, lake(request), scope, name))
+    c = await caller(request)
+    return stream_response(await threaded(svc.dataset_locks, lake(request), c, scope, name))

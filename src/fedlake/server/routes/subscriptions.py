@@ -78,7 +78,7 @@ async def list_all(request: Request) -> Response:
 
 @router.get("/subscriptions/{rest:path}")
 async def get_subscriptions(request: Request, rest: str) -> Response:
-    await caller(request)
+    c = await caller(request)
     lk = lake(request)
     segs = _segments(request)
     lowered = [s.lower() for s in segs]
@@ -97,7 +97,7 @@ async def get_subscriptions(request: Request, rest: str) -> Response:
         return stream_response(await threaded(svc.rule_states, lk, segs[0]))
     if len(segs) == 3 and lowered[2] == "rules":
         state = request.query_params.get("state")
-        return stream_response(await threaded(svc.list_rules, lk, segs[0], segs[1], state))
+        return stream_response(await threaded(svc.list_rules, lk, c, segs[0], segs[1], state))
     if len(segs) == 4 and lowered[2:] == ["rules", "states"]:
         return stream_response(await threaded(svc.rule_states, lk, segs[0], segs[1]))
     raise NotFound(f"no subscription operation at {request.url.path}")

@@ -68,8 +68,8 @@ async def submit(request: Request) -> Response:
 @router.get("/transfers/")
 @router.get("/transfers")
 async def list_requests(request: Request) -> Response:
-    await caller(request)
-    return stream_response(await threaded(svc.list_requests, lake(request), _filters(request)))
+    c = await caller(request)
+    return stream_response(await threaded(svc.list_requests, lake(request), c, _filters(request)))
 
 
 @router.get("/transfers/summary")
@@ -120,9 +120,9 @@ async def set_share(request: Request, rest: str) -> Response:
 
 @router.get("/transfers/{request_id}")
 async def get_request(request: Request, request_id: str) -> Response:
-    await caller(request)
+    c = await caller(request)
     rid = _request_id(request_id)
-    return json_response(await threaded(svc.get_request, lake(request), rid))
+    return json_response(await threaded(svc.get_request, lake(request), c, rid))
 
 
 @router.delete("/transfers/{request_id}")

@@ -185,9 +185,27 @@ def upgrade() -> None:
     op.create_index(
         "oauth_device_codes_expires_idx", "oauth_device_codes", ["expires_at"], unique=False
     )
+    op.create_table(
+        "embargoes",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("scope", sa.String(length=25), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=True),
+        sa.Column("group", sa.String(length=255), nullable=False),
+        sa.Column("until", sa.DateTime(), nullable=False),
+        sa.Column("reason", sa.String(length=1000), nullable=True),
+        sa.Column("created_by", sa.String(length=25), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["group"], ["iam_groups.name"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("embargoes_scope_name_idx", "embargoes", ["scope", "name"], unique=False)
+    op.create_index("embargoes_until_idx", "embargoes", ["until"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("embargoes_until_idx", table_name="embargoes")
+    op.drop_index("embargoes_scope_name_idx", table_name="embargoes")
+    op.drop_table("embargoes")
     op.drop_index("oauth_device_codes_expires_idx", table_name="oauth_device_codes")
     op.drop_table("oauth_device_codes")
     op.drop_table("oauth_authorization_codes")
