@@ -18,14 +18,15 @@ Rules (docs/embargo.md):
 - Cost: ``hidden_for`` runs one indexed query on ``embargoes`` (``until > now``); with
   no active embargo, or when the caller is an admin or a member of every embargoed group,
   it returns None and the callers skip filtering altogether. Only a non-member with an
-  active DID embargo pays for walking the embargoed DIDs' content (one query per level of
-  nesting and per 500 parents).
+  active DID embargo pays more: a question about one DID walks up from it (one indexed
+  query per level of nesting); a listing works out once the set below the embargoed DIDs
+  (one query per level of nesting and per 500 parents).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -53,22 +54,61 @@ Key = tuple[str, str]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class Hidden:
-    """What one caller may not see at one moment: whole scopes, and DIDs (the embargoed
-    DIDs with everything below them)."""
+    """What one caller may not see at one moment: whole ``scopes``, and the embargoed DIDs
+    ``roots`` with everything below them.
 
-    scopes: frozenset[str]
-    dids: frozenset[Key]
+    Asking about ONE DID (``hides``) walks up from it through ``did_content`` (a few
+    indexed queries, whatever the size of the embargoed datasets); filtering a listing
+    (``keep``) works out, once, the set of every DID below the roots. Both read in the
+    transaction that made the ``Hidden`` while it is open (a write transaction included:
+    SQLite has one writer), and in a short session of their own once it has ended
+    (streamed listings use the ``Hidden`` after it).
+    """
+
+    __slots__ = ("_below", "_session", "_verdicts", "roots", "scopes")
+
+    def __init__(self, scopes: frozenset[str], roots: frozenset[Key], session: Session) -> None:
+        self.scopes = scopes
+        self.roots = roots
+        self._session = session
+        self._below: frozenset[Key] | None = None if roots else frozenset()
+        self._verdicts: dict[Key, bool] = {}
 
     def hides(self, scope: str, name: str) -> bool:
-        return scope in self.scopes or (scope, name) in self.dids
+        if scope in self.scopes:
+            return True
+        key = (scope, name)
+        if self._below is not None:
+            return key in self._below
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            with self._reading() as s:
+                verdict = _under_roots(s, key, self.roots)
+            self._verdicts[key] = verdict
+        return verdict
+
+    def below(self) -> frozenset[Key]:
+        """The roots and every DID below them (worked out once)."""
+        if self._below is None:
+            with self._reading() as s:
+                self._below = frozenset(_below(s, sorted(self.roots)))
+        return self._below
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        if self._session.in_transaction():
+            yield self._session
+            return
+        with Session(self._session.get_bind()) as s:
+            yield s
 
     def keep(self, items: Iterable[T], key: Any) -> Iterator[T]:
         """``items`` without the hidden ones; ``key(item)`` gives (scope, name)."""
+        scopes, below = self.scopes, self.below()
         for item in items:
             scope, name = key(item)
-            if not self.hides(scope, name):
+            if scope not in scopes and (scope, name) not in below:
                 yield item
 
 
@@ -83,9 +123,7 @@ def hidden_for(
     if admin:
         return None
     rows = session.execute(
-        select(Embargo.scope, Embargo.name, Embargo.group).where(
-            Embargo.until > (now or utcnow())
-        )
+        select(Embargo.scope, Embargo.name, Embargo.group).where(Embargo.until > (now or utcnow()))
     ).all()
     if not rows:
         return None
@@ -93,8 +131,28 @@ def hidden_for(
     if not applying:
         return None
     scopes = frozenset(s for s, n in applying if n is None)
-    roots = sorted({(s, n) for s, n in applying if n is not None and s not in scopes})
-    return Hidden(scopes, frozenset(_below(session, roots)))
+    roots = frozenset((s, n) for s, n in applying if n is not None and s not in scopes)
+    return Hidden(scopes, roots, session)
+
+
+def _under_roots(session: Session, key: Key, roots: frozenset[Key]) -> bool:
+    """Is ``key`` one of ``roots`` or below one of them? Walks up, each ancestor once."""
+    seen: set[Key] = {key}
+    frontier = [key]
+    while frontier:
+        if any(k in roots for k in frontier):
+            return True
+        found: list[Key] = []
+        for batch in chunks(frontier):
+            stmt = select(DIDContent.scope, DIDContent.name).where(
+                pairs_in(DIDContent.child_scope, DIDContent.child_name, batch)
+            )
+            for ps, pn in session.execute(stmt):
+                if (ps, pn) not in seen:
+                    seen.add((ps, pn))
+                    found.append((ps, pn))
+        frontier = found
+    return False
 
 
 def _below(session: Session, roots: Sequence[Key]) -> set[Key]:

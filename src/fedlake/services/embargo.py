@@ -62,7 +62,7 @@ def require_not_hidden_name(h: Hidden | None, scope: str, name: str) -> None:
     taken, and fails as a taken name does (``DIDAlreadyExists``, the catalogue's text);
     see docs/embargo.md, "Creating a DID whose name is embargoed"."""
     require_visible_scope(h, scope)
-    if h is not None and (scope, name) in h.dids:
+    if h is not None and h.hides(scope, name):
         raise DIDAlreadyExists(f"data identifier {scope}:{name} already exists")
 
 
