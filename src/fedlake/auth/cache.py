@@ -10,8 +10,9 @@ a short time. The rules that keep a cached answer correct:
   account). The process that revokes calls ``forget_token`` / ``forget_account`` so the
   revocation applies there at once; other server processes see it within ``ttl`` seconds
   (their cached entry expires and the token is validated again, revocation included).
-- What can change under a valid token is the account: deleted, suspended, or its
-  ``admin`` attribute set or removed. Every process reads that again from the catalogue at
+- What can change under a valid token is the account: deleted, suspended, its
+  ``admin`` attribute set or removed, or its group memberships (they decide who reads
+  embargoed data, ``fedlake.catalog.embargo``). Every process reads that again from the catalogue at
   least every ``ttl`` seconds (``FEDLAKE_AUTH_CACHE_SECONDS``; 0 turns the cache off). The
   process that changes an account through the services calls ``forget_account`` so the
   change applies there at once; any code that later adds account suspension or deletion

@@ -34,6 +34,7 @@ from fedlake.catalog.models import Subscription
 from fedlake.domain.errors import LakeError
 from fedlake.domain.timefmt import utcnow
 from fedlake.expressions.subscription_filters import SubscriptionFilter, parse_filter
+from fedlake.services import embargo
 from fedlake.services import rules as rule_svc
 from fedlake.services.subscriptions import owner_caller, template_body
 
@@ -159,10 +160,14 @@ def _apply(s: Session, subs: Sequence[_Live], dids: Sequence[dict[str, Any]]) ->
     """Make the rules of ``subs`` for the ``dids`` they match; ids of those that matched."""
     callers: dict[str, Caller] = {}
     matched = []
-    for sub, keys in _match(s, subs, dids):
-        matched.append(sub.row.id)
+    for sub, found in _match(s, subs, dids):
         account = sub.row.account
         caller = callers.get(account) or callers.setdefault(account, owner_caller(s, account))
+        hidden = embargo.hidden(s, caller)  # DIDs embargoed from the owner do not match
+        keys = found if hidden is None else [k for k in found if not hidden.hides(*k)]
+        if not keys:
+            continue
+        matched.append(sub.row.id)
         have = core.ruled(s, sub.row.id, keys)
         made = sum(_rules_of_template(s, caller, sub.row, t, keys, have) for t in sub.templates)
         log.info(

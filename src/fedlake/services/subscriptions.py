@@ -21,6 +21,7 @@ from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake
 from fedlake.catalog import subscriptions as core
 from fedlake.catalog.accounts import get_account, is_admin
+from fedlake.catalog.iam_groups import groups_of
 from fedlake.catalog.meta import COLUMN_VIEW_KEYS
 from fedlake.catalog.models import DIDMeta
 from fedlake.catalog.rules import too_few_targets
@@ -170,8 +171,9 @@ def _check_filter(s: Session, value: Any) -> tuple[SubscriptionFilter, dict[str,
 
 
 def owner_caller(s: Session, account: str) -> Caller:
-    """Who a subscription's rules are made as: its account, an admin or not."""
-    return Caller(account, is_admin(s, account))
+    """Who a subscription's rules are made as: its account, an admin or not, with its
+    groups (DIDs embargoed from them do not match its subscriptions)."""
+    return Caller(account, is_admin(s, account), frozenset(groups_of(s, account)))
 
 
 def template_body(

@@ -514,3 +514,44 @@ def test_embargo_admin_api(world: World) -> None:
     assert r.status_code == 404 and r.headers["ExceptionClass"] == "GroupNotFound"
     r = post(world.api, "/iam/embargoes", body | {"until": "soon"})
     assert r.status_code == 400
+
+
+def test_subscriptions_do_not_match_dids_embargoed_from_their_owner(
+    lake: Lake, api: TestClient
+) -> None:
+    from sqlalchemy import select
+
+    from fedlake.catalog.models import Event, Rule
+    from fedlake.services import subscriptions as sub_svc
+    from fedlake.services.subscription_rounds import process_new_dids, process_retroactive
+
+    for name in ("bob", "alice"):
+        _user(lake, api, name)
+    _ok(post(api, "/iam/groups", {"name": GROUP}))
+    _ok(post(api, "/iam/groups/%2Flofar/members", {"account": "alice"}))
+    _ok(post(api, "/accounts/root/scopes/sekritscope"))
+    until = (utcnow() + timedelta(days=1)).isoformat()
+    _ok(post(api, "/iam/embargoes", {"scope": "sekritscope", "group": GROUP, "until": until}))
+    subs = {}
+    for name in ("bob", "alice"):
+        owner = Caller(name)
+        body = {
+            "options": {
+                "filter": {"scope": ["sekritscope"]},
+                "replication_rules": [{"rse_expression": "LOCAL-SAFE", "copies": 1}],
+            }
+        }
+        subs[name] = sub_svc.add_subscription(lake, owner, name, "all", body)
+    _ok(post(api, "/dids/sekritscope/sekrit-new", {"type": "DATASET"}))
+    while process_new_dids(lake, 50) or process_retroactive(lake, 50):
+        pass
+    with lake.db.read() as s:
+        ruled = {
+            sid: list(s.scalars(select(Rule.name).where(Rule.subscription_id == sid)))
+            for sid in subs.values()
+        }
+        failed = list(
+            s.scalars(select(Event.payload).where(Event.event_type == "subscription-failed"))
+        )
+    assert ruled == {subs["bob"]: [], subs["alice"]: ["sekrit-new"]}
+    assert failed == []  # bob's subscription did not even fail on it (a failure names it)
