@@ -14,6 +14,7 @@ from fedlake.domain.errors import InvalidInput, ProtocolNotSupported
 from fedlake.domain.names import split_did, validate_rse_name
 from fedlake.domain.paths import build_pfn, lfn2path
 from fedlake.expressions.rse_expression import evaluate
+from fedlake.services import embargo
 
 __all__ = [
     "add_protocol",
@@ -157,6 +158,7 @@ def delete_protocol(lake: Lake, caller: Caller, rse: str, scheme: str) -> None:
 
 def lfns2pfns(
     lake: Lake,
+    caller: Caller,
     rse: str,
     lfns: list[str],
     scheme: str | None,
@@ -182,13 +184,18 @@ def lfns2pfns(
             raise ProtocolNotSupported(f"RSE {rse} offers no {scheme or 'protocol'} for {op}")
         proto = sorted(candidates, key=lambda c: c[0])[0][1]
         out = {}
+        hidden: list[embargo.Hidden | None] | None = None
         for lfn in lfns:
             sc, nm = split_did(lfn)
             if info.deterministic:
                 path = lfn2path(info.lfn2pfn_algorithm, sc, nm)
-            else:
+            else:  # a hidden file has no replica here, as a missing one (docs/embargo.md)
                 rep = s.get(Replica, (row.id, sc, nm))
                 if rep is None or rep.path is None:
+                    continue
+                if hidden is None:
+                    hidden = [embargo.hidden(s, caller)]
+                if hidden[0] is not None and hidden[0].hides(sc, nm):
                     continue
                 path = rep.path
             out[lfn] = build_pfn(proto.scheme, proto.hostname, proto.port, proto.prefix, path)

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,6 +76,7 @@ BY_NAME: list[tuple[str, str, Any, dict[str, str]]] = [
     ("GET", "/rules/{s}/{n}/history", None, {}),
     ("GET", "/locks/{s}/{n}", None, {}),
     ("GET", "/transfers?scope={s}&name={n}", None, {}),
+    ("GET", "/rses/LOCAL-BUFFER/lfns2pfns?lfn={s}:{n}", None, {}),
     ("POST", "/replicas/list", {"dids": [{"scope": "{s}", "name": "{n}"}]}, {}),
     ("POST", "/replicas/list", {"dids": [{"scope": "{s}", "name": "{n}"}]}, {"Accept": METALINK}),
     ("POST", "/replicas/datasets_bulk", {"dids": [{"scope": "{s}", "name": "{n}"}]}, {}),
@@ -206,7 +208,6 @@ UNRELATED = {
     "/rses/{rse}/protocols",
     "/rses/{rse}/protocols/",
     "/rses/{rse}/protocols/{scheme}",
-    "/rses/{rse}/lfns2pfns",
     "/rses/{rse}/usage",
     "/rses/{rse}/limits",
     "/rses/{source}/distances/{dest}",
@@ -244,7 +245,9 @@ def _ok(r: httpx.Response) -> httpx.Response:
     return r
 
 
-def _files(api: TestClient, scope: str, names: list[str]) -> None:
+def _files(
+    api: TestClient, scope: str, names: list[str], rse: str = "LOCAL-DISK", **extra: Any
+) -> None:
     files = []
     for n in names:
         data = n.encode()
@@ -254,9 +257,10 @@ def _files(api: TestClient, scope: str, names: list[str]) -> None:
                 "name": n,
                 "bytes": len(data),
                 "adler32": f"{zlib.adler32(data):08x}",
+                **extra,
             }
         )
-    _ok(post(api, "/replicas", {"rse": "LOCAL-DISK", "files": files}))
+    _ok(post(api, "/replicas", {"rse": rse, "files": files}))
 
 
 def _rule(api: TestClient, scope: str, name: str, rse: str = "LOCAL-SAFE") -> str:
@@ -272,6 +276,9 @@ def world(lake: Lake, api: TestClient) -> World:
     _ok(post(api, "/accounts/root/scopes/sekritscope"))
     _files(api, "pub", ["open-f1", "sekrit-f1", "sekrit-f2"])
     _files(api, "sekritscope", ["sekrit-l1"])
+    buffer = Path(lake.settings.data_dir).resolve() / "rses" / "buffer"
+    for s, n in [("pub", "sekrit-f1"), ("sekritscope", "sekrit-l1")]:  # non-deterministic
+        _files(api, s, [n], rse="LOCAL-BUFFER", pfn=f"file://localhost{buffer}/x/{n}")
     for s, n, kind in [
         ("pub", "open-ds", "DATASET"),
         ("pub", "sekrit-ds", "DATASET"),
@@ -420,6 +427,8 @@ def test_members_and_admins_see_everything(world: World) -> None:
             assert _send(world, who, "GET", f"/dids/{s}/{n}", None, {}).status_code == 200
         r = _send(world, who, "GET", "/redirect/pub/sekrit-f1", None, {})
         assert r.status_code == 303
+        r = _send(world, who, "GET", "/rses/LOCAL-BUFFER/lfns2pfns?lfn=pub:sekrit-f1", None, {})
+        assert r.json() != {}
     mine = _send(world, world.alice, "GET", "/iam/embargoes", None, {}).json()
     assert {(e["scope"], e["name"]) for e in mine} == {
         ("pub", "sekrit-ds"),

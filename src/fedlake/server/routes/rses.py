@@ -103,7 +103,7 @@ async def delete_protocol(request: Request, rse: str, scheme: str) -> Response:
 
 @router.get("/rses/{rse}/lfns2pfns")
 async def lfns2pfns(request: Request, rse: str) -> Response:
-    await caller(request)
+    c = await caller(request)
     q = request.query_params
     lfns = q.getlist("lfn")
     if not lfns:
@@ -112,6 +112,7 @@ async def lfns2pfns(request: Request, rse: str) -> Response:
         await threaded(
             svc.lfns2pfns,
             lake(request),
+            c,
             rse,
             lfns,
             q.get("scheme"),
