@@ -564,3 +564,20 @@ def test_subscriptions_do_not_match_dids_embargoed_from_their_owner(
         )
     assert ruled == {subs["bob"]: [], subs["alice"]: ["sekrit-new"]}
     assert failed == []  # bob's subscription did not even fail on it (a failure names it)
+
+
+def test_a_hidden_name_is_taken_and_a_hidden_scope_is_missing_for_writers(world: World) -> None:
+    """docs/embargo.md, "Creating a DID whose name is embargoed": never a success."""
+    r = _send(world, world.bob, "POST", "/dids/pub/sekrit-ds", {"type": "DATASET"}, {})
+    assert (r.status_code, r.headers["ExceptionClass"]) == (409, "DataIdentifierAlreadyExists")
+    assert r.headers["ExceptionMessage"] == "data identifier pub:sekrit-ds already exists"
+    f = {"scope": "pub", "name": "sekrit-f1", "bytes": 9, "adler32": "00000001"}
+    r = _send(world, world.bob, "POST", "/replicas", {"rse": "LOCAL-TAPE", "files": [f]}, {})
+    assert (r.status_code, r.headers["ExceptionClass"]) == (409, "DataIdentifierAlreadyExists")
+    for body in ({"type": "DATASET"}, None):
+        got = _send(world, world.bob, "POST", "/dids/sekritscope/new-ds", body, {})
+        want = _send(world, world.bob, "POST", "/dids/nosuchscope/new-ds", body, {})
+        assert _shape(got, "sekritscope", "new-ds") == _shape(want, "nosuchscope", "new-ds")
+        assert got.headers["ExceptionClass"] == "ScopeNotFound"
+    r = _send(world, world.alice, "GET", "/dids/pub/sekrit-f1", None, {})
+    assert r.json()["bytes"] == len(b"sekrit-f1")  # untouched
