@@ -581,3 +581,23 @@ def test_a_hidden_name_is_taken_and_a_hidden_scope_is_missing_for_writers(world:
         assert got.headers["ExceptionClass"] == "ScopeNotFound"
     r = _send(world, world.alice, "GET", "/dids/pub/sekrit-f1", None, {})
     assert r.json()["bytes"] == len(b"sekrit-f1")  # untouched
+
+
+def test_a_membership_granted_by_another_process_applies_within_the_cache_ttl(
+    lake: Lake, world: World
+) -> None:
+    import time
+
+    from fedlake.catalog.iam_models import Membership
+
+    ttl = lake.settings.auth_cache_seconds
+    assert 0 < ttl <= 10
+    assert _send(world, world.bob, "GET", "/dids/pub/sekrit-ds", None, {}).status_code == 404
+    granted = time.monotonic()
+    with lake.db.write() as s:  # as another server process would: no cache of ours forgets
+        s.add(Membership(account="bob", group=GROUP))
+    r = _send(world, world.bob, "GET", "/dids/pub/sekrit-ds", None, {})
+    if time.monotonic() - granted < ttl:
+        assert r.status_code == 404  # bob's cached caller still has no groups
+    time.sleep(max(0.0, ttl - (time.monotonic() - granted)) + 0.2)
+    assert _send(world, world.bob, "GET", "/dids/pub/sekrit-ds", None, {}).status_code == 200
