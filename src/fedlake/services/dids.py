@@ -176,12 +176,15 @@ def search(
                 rows = islice(h.keep(rows, lambda r: (r.scope, r.name)), limit or None)
             for row in rows:
                 if long:
+                    nbytes, length = row.bytes, 1 if row.did_type == DIDType.FILE else row.length
+                    if h is not None and row.did_type != DIDType.FILE:
+                        nbytes, length = _visible_counts(s, h, row) or (nbytes, length)
                     yield {
                         "scope": row.scope,
                         "name": row.name,
                         "did_type": row.did_type,
-                        "bytes": row.bytes,
-                        "length": 1 if row.did_type == DIDType.FILE else row.length,
+                        "bytes": nbytes,
+                        "length": length,
                     }
                 else:
                     yield row.name

@@ -419,6 +419,9 @@ def test_counts_leave_hidden_content_out(world: World) -> None:
     assert _send(world, world.alice, "GET", "/dids/pub/cont", None, {}).json()["length"] == 2
     lds = _send(world, world.alice, "GET", "/dids/sekritscope/sekrit-lds", None, {}).json()
     assert lds["length"] == 2
+    for who, length in ((world.bob, 1), (world.alice, 2)):
+        r = _send(world, who, "GET", "/dids/pub/dids/search?name=cont&long=true", None, {})
+        assert [json.loads(x)["length"] for x in r.text.splitlines()] == [length]
 
 
 def test_members_and_admins_see_everything(world: World) -> None:
