@@ -15,7 +15,9 @@ Rules (docs/embargo.md):
   recorded. A DID attached below an embargoed DID is therefore hidden at once, and one
   detached from it is visible again at once. A file that is also in a public dataset stays
   hidden (by name too) as long as one embargoed parent covers it.
-- Cost: ``hidden_for`` runs one indexed query on ``embargoes`` (``until > now``); with
+- Cost: ``hidden_for`` runs one indexed query on ``embargoes`` (``until > now``), whose
+  answer each process reuses for ACTIVE_CACHE_SECONDS (an embargo added by another
+  process applies within that time; the end of an embargo is exact); with
   no active embargo, or when the caller is an admin or a member of every embargoed group,
   it returns None and the callers skip filtering altogether. Only a non-member with an
   active DID embargo pays more: a question about one DID walks up from it (one indexed
@@ -25,6 +27,9 @@ Rules (docs/embargo.md):
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -43,6 +48,7 @@ __all__ = [
     "Hidden",
     "add_embargo",
     "embargo_dict",
+    "forget_cached",
     "get_embargo",
     "hidden_for",
     "list_embargoes",
@@ -122,17 +128,55 @@ def hidden_for(
     """What a caller (admin flag, groups) may not see now; None when nothing is hidden."""
     if admin:
         return None
-    rows = session.execute(
-        select(Embargo.scope, Embargo.name, Embargo.group).where(Embargo.until > (now or utcnow()))
-    ).all()
-    if not rows:
-        return None
-    applying = [(s, n) for s, n, g in rows if g not in groups]
+    if now is None:
+        now = utcnow()
+        rows = _active_rows(session, now)
+    else:
+        rows = _query_active(session, now)
+    applying = [(s, n) for s, n, g, until in rows if until > now and g not in groups]
     if not applying:
         return None
     scopes = frozenset(s for s, n in applying if n is None)
     roots = frozenset((s, n) for s, n in applying if n is not None and s not in scopes)
     return Hidden(scopes, roots, session)
+
+
+#: how long one process reuses its read of the active embargoes (see ``forget_cached``)
+ACTIVE_CACHE_SECONDS = 1.0
+_Row = tuple[str, str | None, str, datetime]
+_active: weakref.WeakKeyDictionary[Any, tuple[float, list[_Row]]] = weakref.WeakKeyDictionary()
+_active_lock = threading.Lock()
+
+
+def _query_active(session: Session, now: datetime) -> list[_Row]:
+    stmt = select(Embargo.scope, Embargo.name, Embargo.group, Embargo.until).where(
+        Embargo.until > now
+    )
+    return [(s, n, g, u) for s, n, g, u in session.execute(stmt)]
+
+
+def _active_rows(session: Session, now: datetime) -> list[_Row]:
+    """The embargoes active at ``now``, read at most every ACTIVE_CACHE_SECONDS per
+    catalogue: an embargo added by another process applies within that time here; one
+    added or removed through this process applies at once (``forget_cached``); the end
+    of an embargo is exact (``until`` is compared with the time of each request)."""
+    key = session.get_bind()  # one entry per catalogue (engine), gone with it
+    tick = time.monotonic()
+    with _active_lock:
+        cached = _active.get(key)
+    if cached is not None and tick - cached[0] < ACTIVE_CACHE_SECONDS:
+        return cached[1]
+    rows = _query_active(session, now)
+    with _active_lock:
+        _active[key] = (tick, rows)
+    return rows
+
+
+def forget_cached() -> None:
+    """Read the active embargoes again on the next request (after adding or removing one;
+    call it once the change is committed)."""
+    with _active_lock:
+        _active.clear()
 
 
 def _under_roots(session: Session, key: Key, roots: frozenset[Key]) -> bool:

@@ -151,7 +151,9 @@ def add_embargo(lake: Lake, caller: Caller, body: Any) -> dict[str, Any]:
             target,
             {"id": row.id, "group": group, "until": until.isoformat()},
         )
-        return core.embargo_dict(row)
+        out = core.embargo_dict(row)
+    core.forget_cached()  # committed: this process applies it from the next request on
+    return out
 
 
 def list_embargoes(
@@ -182,3 +184,4 @@ def remove_embargo(lake: Lake, caller: Caller, embargo_id: Any) -> None:
         target = f"{row.scope}:{row.name}" if row.name else row.scope
         core.remove_embargo(s, ident)
         audit.record(s, caller.account, "embargo.remove", target, {"id": ident})
+    core.forget_cached()

@@ -480,8 +480,13 @@ def test_every_did_read_route_is_probed(lake: Lake, world: World) -> None:
 
 
 def test_after_until_everybody_sees_it(lake: Lake, world: World) -> None:
-    with lake.db.write() as s:
+    import time
+
+    from fedlake.catalog.embargo import ACTIVE_CACHE_SECONDS
+
+    with lake.db.write() as s:  # as if a year had passed (or another process changed it)
         s.execute(update(Embargo).values(until=utcnow() - timedelta(seconds=1)))
+    time.sleep(ACTIVE_CACHE_SECONDS)  # the processes' brief reuse of the embargo list
     for s, n in TARGETS:
         r = _send(world, world.bob, "GET", f"/dids/{s}/{n}", None, {})
         assert r.status_code == 200, r.text
@@ -604,3 +609,32 @@ def test_a_membership_granted_by_another_process_applies_within_the_cache_ttl(
         assert r.status_code == 404  # bob's cached caller still has no groups
     time.sleep(max(0.0, ttl - (time.monotonic() - granted)) + 0.2)
     assert _send(world, world.bob, "GET", "/dids/pub/sekrit-ds", None, {}).status_code == 200
+
+
+def test_an_embargo_ends_on_time_and_one_added_elsewhere_applies_within_a_second(
+    lake: Lake, world: World
+) -> None:
+    import time
+
+    from fedlake.catalog.embargo import ACTIVE_CACHE_SECONDS
+
+    ends = utcnow() + timedelta(seconds=2)
+    body = {"scope": "pub", "name": "open-ds", "group": GROUP, "until": ends.isoformat()}
+    _ok(post(world.api, "/iam/embargoes", body))
+    assert _send(world, world.bob, "GET", "/dids/pub/open-ds", None, {}).status_code == 404
+    time.sleep(max(0.0, (ends - utcnow()).total_seconds()) + 0.05)
+    # no job ran and the process's list of embargoes may be fresh: the date decides
+    assert _send(world, world.bob, "GET", "/dids/pub/open-ds", None, {}).status_code == 200
+
+    with lake.db.write() as s:  # as another server process would add it
+        s.add(
+            Embargo(
+                scope="pub",
+                name="open-ds",
+                group=GROUP,
+                until=utcnow() + timedelta(days=1),
+                created_by="root",
+            )
+        )
+    time.sleep(ACTIVE_CACHE_SECONDS)
+    assert _send(world, world.bob, "GET", "/dids/pub/open-ds", None, {}).status_code == 404
