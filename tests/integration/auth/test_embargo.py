@@ -304,6 +304,8 @@ def world(lake: Lake, api: TestClient) -> World:
     transfer = int(json.loads(transfers.splitlines()[0])["id"])
     _ok(post(api, "/iam/groups", {"name": GROUP}))
     _ok(post(api, "/iam/groups/%2Flofar/members", {"account": "alice"}))
+    _ok(post(api, "/iam/groups", {"name": "/other"}))  # bob holds group A, not B (/lofar)
+    _ok(post(api, "/iam/groups/%2Fother/members", {"account": "bob"}))
     until = (utcnow() + timedelta(days=365)).isoformat()
     for body in (
         {"scope": "pub", "name": "sekrit-ds", "group": GROUP, "until": until, "reason": "LOFAR"},
@@ -638,3 +640,37 @@ def test_an_embargo_ends_on_time_and_one_added_elsewhere_applies_within_a_second
         )
     time.sleep(ACTIVE_CACHE_SECONDS)
     assert _send(world, world.bob, "GET", "/dids/pub/open-ds", None, {}).status_code == 404
+
+
+def test_minted_bearer_tokens_of_group_a_do_not_read_group_bs_data(world: World) -> None:
+    """The issue's case: a token for group A reads B's embargoed DID by name, by wildcard,
+    through replicas, redirect and metalink, as an ``Authorization: Bearer`` token."""
+    tokens = {}
+    for account, groups in (("bob", ["/other"]), ("alice", [GROUP])):
+        r = post(world.api, "/iam/tokens", {"account": account, "groups": groups})
+        assert r.status_code == 201, r.text
+        bearer = f"Bearer {r.json()['access_token']}"
+        # the client's default X-Rucio-Auth-Token (root's) would win over the bearer token
+        tokens[account] = {"Authorization": bearer, "X-Rucio-Auth-Token": ""}
+        me = _send(world, tokens[account], "GET", "/accounts/whoami", None, {})
+        assert me.json()["account"] == account
+    probes = [
+        ("GET", "/dids/pub/sekrit-ds", None, {}),
+        ("GET", "/dids/pub/dids/search?name=sekrit*", None, {}),
+        ("GET", "/replicas/pub/sekrit-ds", None, {}),
+        ("GET", "/replicas/pub/sekrit-ds", None, {"Accept": METALINK}),
+        ("POST", "/replicas/list", {"dids": [_did("pub", "sekrit-f1")]}, {"Accept": METALINK}),
+        ("GET", "/redirect/pub/sekrit-f1", None, {}),
+    ]
+    for method, path, body, headers in probes:
+        got = _send(world, tokens["bob"], method, path, body, headers)
+        never = path.replace("sekrit-ds", "never-ds").replace("sekrit-f1", "never-f1")
+        never_body = _fill(json.loads(json.dumps(body).replace("sekrit-f1", "never-f1")), "", "")
+        want = _send(world, tokens["bob"], method, never, never_body, headers)
+        shape = _shape(got, "pub", "sekrit-ds"), _shape(want, "pub", "never-ds")
+        if "sekrit-f1" in path or (body and "sekrit-f1" in json.dumps(body)):
+            shape = _shape(got, "pub", "sekrit-f1"), _shape(want, "pub", "never-f1")
+        assert shape[0] == shape[1], (method, path)
+        assert "sekrit" not in got.text or got.status_code >= 400
+        ok = _send(world, tokens["alice"], method, path, body, headers)
+        assert ok.status_code in (200, 303) and (ok.status_code == 303 or "sekrit" in ok.text)
