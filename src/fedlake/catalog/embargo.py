@@ -60,6 +60,10 @@ Key = tuple[str, str]
 T = TypeVar("T")
 
 
+#: questions about single DIDs answered by walking up before ``Hidden`` works out the set
+_WALKS = 16
+
+
 class Hidden:
     """What one caller may not see at one moment: whole ``scopes``, and the embargoed DIDs
     ``roots`` with everything below them.
@@ -88,6 +92,8 @@ class Hidden:
         if self._below is not None:
             return key in self._below
         verdict = self._verdicts.get(key)
+        if verdict is None and len(self._verdicts) >= _WALKS:
+            return key in self.below()  # many questions: one set is cheaper than walks
         if verdict is None:
             with self._reading() as s:
                 verdict = _under_roots(s, key, self.roots)

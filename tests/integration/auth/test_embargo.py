@@ -674,3 +674,22 @@ def test_minted_bearer_tokens_of_group_a_do_not_read_group_bs_data(world: World)
         assert "sekrit" not in got.text or got.status_code >= 400
         ok = _send(world, tokens["alice"], method, path, body, headers)
         assert ok.status_code in (200, 303) and (ok.status_code == 303 or "sekrit" in ok.text)
+
+
+def test_hidden_answers_alike_walking_up_and_from_the_set(lake: Lake, world: World) -> None:
+    from fedlake.catalog.embargo import hidden_for
+
+    keys = [("pub", n) for n in ("open-ds", "open-f1", "cont", "sekrit-ds", "sekrit-f1")]
+    keys += [("sekritscope", "sekrit-l1"), ("pub", "never")] + [("pub", f"x{i}") for i in range(30)]
+    hidden_names = {"sekrit-ds", "sekrit-f1", "sekrit-l1"}
+    with lake.db.read() as s:
+        walking = hidden_for(s, admin=False, groups=frozenset({"/other"}))
+        reading = hidden_for(s, admin=False, groups=frozenset({"/other"}))
+        assert walking is not None and reading is not None
+        reading.below()
+        for scope, name in keys * 2:  # past the number of walks: then from the set
+            want = name in hidden_names
+            assert walking.hides(scope, name) is want, (scope, name)
+            assert reading.hides(scope, name) is want, (scope, name)
+        assert hidden_for(s, admin=False, groups=frozenset({GROUP})) is None
+        assert hidden_for(s, admin=True, groups=frozenset()) is None
