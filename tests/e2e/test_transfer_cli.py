@@ -193,13 +193,21 @@ def test_transfer_commands(live: LiveLake, client: Client, tmp_path: Path) -> No
     fedlake(live, "transfer", "show", "not-a-number", code=2)
 
 
-def test_watch_runs_until_interrupted(live: LiveLake) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started_ignoring_sigint", [False, True])
+def test_watch_runs_until_interrupted(live: LiveLake, started_ignoring_sigint: bool) -> None:
+    """Ctrl-C stops it; so does SIGINT when it was started as a script's background job
+    (which starts with SIGINT ignored)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedlake.cli", "transfer", "watch", "--interval", "0.2"],
         env=env(live),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ignore_sigint if started_ignoring_sigint else None,
     )
     try:
         time.sleep(3)

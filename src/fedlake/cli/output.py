@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+import signal
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "emit", "err_console"]
+__all__ = ["console", "emit", "err_console", "interruptible"]
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt inside the block, even when the
+    command was started with SIGINT ignored (a background job of a script): commands that
+    run until interrupted (``watch``) stop cleanly either way."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
+        signal.signal(sig, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _default(v: Any) -> Any:

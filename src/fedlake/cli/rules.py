@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedlake.cli.output import console, emit, err_console
+from fedlake.cli.output import console, emit, err_console, interruptible
 
 __all__ = ["parse_duration", "register"]
 
@@ -472,7 +472,7 @@ def watch(
     with _client() as c:
         look = seen = _look(c, rule_id, first=True)
         try:
-            with Progress(*columns, console=console) as bar:
+            with interruptible(), Progress(*columns, console=console) as bar:
                 ok, total, status = look.progress()
                 task = bar.add_task(rule_id[:8], total=total, completed=ok, status=status)
                 while not look.done:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Group
 from rich.table import Column, Table
 
-from fedlake.cli.output import console, emit
+from fedlake.cli.output import console, emit, interruptible
 from fedlake.domain.types import RequestState
 
 __all__ = ["register"]
@@ -281,7 +281,10 @@ def watch(
             console.print(frame(c.transfer_summary()))
             return
         try:
-            with Live(frame(c.transfer_summary()), console=console, auto_refresh=False) as live:
+            with (
+                interruptible(),
+                Live(frame(c.transfer_summary()), console=console, auto_refresh=False) as live,
+            ):
                 while True:
                     time.sleep(interval)
                     live.update(frame(c.transfer_summary()), refresh=True)
