@@ -180,8 +180,10 @@ def test_two_instances_at_once_never_double_create(
         for p in procs:
             p.wait(60)
     assert [p.returncode for p in procs] == [0, 0], log.read_text()[-3000:]
-    for m in marks:  # both instances took batches of new DIDs
-        taken = [int(x.split()[1]) for x in lines(m) if x.startswith("N ")]
+    for m in marks:  # both instances took work: batches of new DIDs or of the retro walk
+        # (which of the two a given instance wins is timing: with SQLite's one writer a
+        # fast instance may take every new-DID batch while the other walks the old DIDs)
+        taken = [int(x.split()[1]) for x in lines(m) if x[:2] in ("N ", "R ")]
         assert sum(taken) > 0, (m.name, lines(m)[-20:])
     names = [f"ds_{i:04d}" for i in range(count)]
     assert rules_of(lake) == Counter(
