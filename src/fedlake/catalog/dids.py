@@ -42,6 +42,7 @@ __all__ = [
     "existing_dids",
     "file_rows_of",
     "get_did",
+    "levels",
     "list_content",
     "list_content_history",
     "list_files",
@@ -200,23 +201,29 @@ def set_expiry(session: Session, scope: str, name: str, lifetime: float | None) 
     row.updated_at = utcnow()
 
 
-def _ancestors(session: Session, key: Key) -> set[Key]:
-    seen: set[Key] = set()
-    frontier = [key]
+def levels(session: Session, start: Sequence[Key], *, up: bool) -> Iterator[list[Key]]:
+    """The DIDs above (``up``) or below ``start``, breadth-first, one list per level, each
+    DID once; the first level is ``start``. Lazy: a caller may stop at any level."""
+    near, far = (
+        ((DIDContent.child_scope, DIDContent.child_name), (DIDContent.scope, DIDContent.name))
+        if up
+        else ((DIDContent.scope, DIDContent.name), (DIDContent.child_scope, DIDContent.child_name))
+    )
+    seen: set[Key] = set(start)
+    frontier = list(start)
     while frontier:
-        nxt: list[Key] = []
+        yield frontier
+        found: list[Key] = []
         for batch in chunks(frontier):
-            rows = session.execute(
-                select(DIDContent.scope, DIDContent.name).where(
-                    pairs_in(DIDContent.child_scope, DIDContent.child_name, batch)
-                )
-            )
-            for s, n in rows:
+            for s, n in session.execute(select(*far).where(pairs_in(*near, batch))):
                 if (s, n) not in seen:
                     seen.add((s, n))
-                    nxt.append((s, n))
-        frontier = nxt
-    return seen
+                    found.append((s, n))
+        frontier = found
+
+
+def _ancestors(session: Session, key: Key) -> set[Key]:
+    return {k for level in levels(session, [key], up=True) for k in level} - {key}
 
 
 @dataclass(slots=True)

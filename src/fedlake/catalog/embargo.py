@@ -38,9 +38,8 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from fedlake.catalog._util import chunks, pairs_in
+from fedlake.catalog.dids import levels
 from fedlake.catalog.iam_models import Embargo, IamGroup
-from fedlake.catalog.models import DIDContent
 from fedlake.domain.errors import EmbargoNotFound, GroupNotFound, InvalidInput
 from fedlake.domain.timefmt import utcnow
 
@@ -187,40 +186,12 @@ def forget_cached() -> None:
 
 def _under_roots(session: Session, key: Key, roots: frozenset[Key]) -> bool:
     """Is ``key`` one of ``roots`` or below one of them? Walks up, each ancestor once."""
-    seen: set[Key] = {key}
-    frontier = [key]
-    while frontier:
-        if any(k in roots for k in frontier):
-            return True
-        found: list[Key] = []
-        for batch in chunks(frontier):
-            stmt = select(DIDContent.scope, DIDContent.name).where(
-                pairs_in(DIDContent.child_scope, DIDContent.child_name, batch)
-            )
-            for ps, pn in session.execute(stmt):
-                if (ps, pn) not in seen:
-                    seen.add((ps, pn))
-                    found.append((ps, pn))
-        frontier = found
-    return False
+    return any(k in roots for level in levels(session, [key], up=True) for k in level)
 
 
 def _below(session: Session, roots: Sequence[Key]) -> set[Key]:
     """``roots`` and every DID below them (whether or not the roots exist)."""
-    seen: set[Key] = set(roots)
-    frontier = list(roots)
-    while frontier:
-        found: list[Key] = []
-        for batch in chunks(frontier):
-            stmt = select(DIDContent.child_scope, DIDContent.child_name).where(
-                pairs_in(DIDContent.scope, DIDContent.name, batch)
-            )
-            for cs, cn in session.execute(stmt):
-                if (cs, cn) not in seen:
-                    seen.add((cs, cn))
-                    found.append((cs, cn))
-        frontier = found
-    return seen
+    return {k for level in levels(session, roots, up=False) for k in level}
 
 
 # --- administration ---------------------------------------------------------------------
