@@ -6,7 +6,18 @@ import sys
 
 import typer
 
-from fedlake.cli import admin, daemons, data, iam, login, rules, subscriptions, transfers, up
+from fedlake.cli import (
+    admin,
+    daemons,
+    data,
+    iam,
+    login,
+    rules,
+    se,
+    subscriptions,
+    transfers,
+    up,
+)
 from fedlake.cli.output import err_console
 
 __all__ = ["app", "main"]
@@ -27,6 +38,7 @@ subscriptions.register(app)
 rules.register(app)
 iam.register(app)
 login.register(app)
+se.register(app)
 
 
 def main() -> None:
