@@ -1,0 +1,87 @@
+"""``fedlake se serve``: serve a POSIX directory over HTTP/WebDAV with the lake's tokens
+(docs/se.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register"]
+
+
+def serve(
+    root: Annotated[
+        Path | None,
+        typer.Option(help="the directory to serve (default: [server] root of --config)"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8443,
+    allow_anonymous: Annotated[
+        bool,
+        typer.Option(
+            "--allow-anonymous", help="anyone may read and write (development and tests only)"
+        ),
+    ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key: https")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML file: trusted issuers, storage areas and their policies"),
+    ] = None,
+    fsync: Annotated[
+        bool, typer.Option("--fsync", help="flush every PUT to disk before answering")
+    ] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="log every request")] = False,
+) -> None:
+    """Serve a directory over HTTP/WebDAV (GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND)."""
+    import dataclasses
+
+    from fedlake.domain.errors import InvalidInput
+    from fedlake.se.config import SEConfig, load_config
+    from fedlake.se.server import ServeOptions
+    from fedlake.se.server import serve as run
+
+    try:
+        settings = load_config(config) if config is not None else SEConfig()
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    if allow_anonymous:
+        settings = dataclasses.replace(settings, allow_anonymous=True)
+    root = root or settings.root
+    if root is None:
+        raise typer.BadParameter("give the directory to serve", param_hint="--root")
+    if not root.is_dir():
+        raise typer.BadParameter(f"{root} is not a directory", param_hint="--root")
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{path} is not a file", param_hint="--tls-cert/--tls-key")
+    if not settings.allow_anonymous and not settings.issuers and not settings.areas:
+        typer.echo(
+            "fedlake se: no issuers and no storage areas configured: every request will be "
+            "refused (give --config, or --allow-anonymous for development)",
+            err=True,
+        )
+    run(
+        ServeOptions(
+            root=root,
+            config=settings,
+            host=host,
+            port=port,
+            workers=workers,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            fsync=fsync,
+            access_log=access_log,
+        )
+    )
+
+
+def register(se_app: typer.Typer) -> None:
+    se_app.command("serve")(serve)

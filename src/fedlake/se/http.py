@@ -1,0 +1,164 @@
+"""The request the SE's method handlers work on, and the ASGI plumbing to answer it.
+
+Handlers raise :class:`HTTPError` (or the path, header and permission errors of
+``se.paths``, ``se.headers`` and ``se.authz``) before they start a response; ``se.app``
+turns every error into a response in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from fedlake.se.authz import ANONYMOUS_CALLER, Authorizer, Caller
+from fedlake.se.checksums import ChecksumStore
+from fedlake.se.config import SEConfig
+from fedlake.se.paths import Resolved, Resolver
+
+__all__ = [
+    "Context",
+    "HTTPError",
+    "Message",
+    "Receive",
+    "Request",
+    "Scope",
+    "Send",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class HTTPError(Exception):
+    """Answer with ``status`` and ``message`` (text/plain) and extra ``headers``."""
+
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+
+@dataclass
+class Context:
+    """What every request of one SE process shares."""
+
+    config: SEConfig
+    resolver: Resolver
+    store: ChecksumStore
+    authorizer: Authorizer
+    put_md5: bool = False
+    fsync: bool = False
+    threads: int = 16
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """Threads for blocking file work (made on first use: after a worker's fork)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="se-io")
+        return self._pool
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args)`` in a worker thread."""
+        loop = asyncio.get_running_loop()
+        if kwargs:
+            return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self.pool, fn, *args)
+
+
+class Request:
+    """One HTTP request: decoded headers, the caller, and helpers to answer it."""
+
+    __slots__ = (
+        "caller",
+        "ctx",
+        "headers",
+        "method",
+        "path",
+        "receive",
+        "scope",
+        "send",
+        "started",
+    )
+
+    def __init__(self, ctx: Context, scope: Scope, receive: Receive, send: Send) -> None:
+        self.ctx = ctx
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.headers = headers
+        self.caller: Caller = ANONYMOUS_CALLER
+        self.started = False
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def resolve(self, path: str | None = None) -> Resolved:
+        return self.ctx.resolver.resolve(self.path if path is None else path)
+
+    def authorize(self, operation: str, target: Resolved) -> None:
+        self.ctx.authorizer.check(self.caller, operation, target.url_path)
+
+    def has_body(self) -> bool:
+        length = self.headers.get("content-length")
+        if length is not None:
+            return length.strip() not in ("", "0")
+        return "transfer-encoding" in self.headers
+
+    async def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+        self.started = True
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            }
+        )
+
+    async def body(self, data: bytes | memoryview, *, more: bool = False) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def respond(
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        content_type: str | None = None,
+    ) -> None:
+        """A whole response; Content-Length is the body's unless ``headers`` give one."""
+        out = list(headers)
+        if content_type is not None:
+            out.append(("content-type", content_type))
+        if not any(k.lower() == "content-length" for k, _ in out):
+            out.append(("content-length", str(len(body))))
+        await self.start(status, out)
+        await self.body(b"" if self.method == "HEAD" else body)
+
+    async def discard_body(self, limit: int) -> bytes:
+        """Read the request body (at most ``limit`` bytes kept; more is HTTP 413)."""
+        data = bytearray()
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionAbortedError("the client went away")
+            data += message.get("body", b"")
+            if len(data) > limit:
+                raise HTTPError(413, f"the request body is larger than {limit} bytes")
+            if not message.get("more_body", False):
+                return bytes(data)

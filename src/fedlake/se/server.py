@@ -1,0 +1,144 @@
+"""Running the SE: uvicorn (httptools, uvloop), optional TLS, N worker processes.
+
+With more than one worker the parent binds the socket, forks the workers (each builds
+its own application: thread pools, key caches) and supervises them: a worker that dies
+is started again; SIGTERM or SIGINT stops them all. uvicorn's own ``--workers`` needs
+the application as an import string and re-imports it in spawned processes, which
+would have to carry the configuration through the environment; forking keeps it in
+memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from fedlake.se.app import create_app
+from fedlake.se.config import SEConfig
+
+__all__ = ["ServeOptions", "serve"]
+
+log = logging.getLogger("fedlake.se")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    root: Path
+    config: SEConfig
+    host: str = "127.0.0.1"
+    port: int = 8443
+    workers: int = 1
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    fsync: bool = False
+    access_log: bool = False
+    log_level: str = "warning"
+
+
+def _uvicorn_config(options: ServeOptions) -> uvicorn.Config:
+    app = create_app(options.root, options.config, fsync=options.fsync)
+    return uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=options.access_log,
+        log_level=options.log_level,
+        ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
+        ssl_keyfile=str(options.tls_key) if options.tls_key else None,
+        timeout_keep_alive=30,
+        server_header=False,
+        date_header=True,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_worker(options: ServeOptions, sock: socket.socket) -> None:
+    server = uvicorn.Server(_uvicorn_config(options))
+    server.run(sockets=[sock])
+
+
+def serve(options: ServeOptions) -> None:
+    """Serve until SIGTERM/SIGINT (blocking)."""
+    if options.workers <= 1:
+        uvicorn.Server(_uvicorn_config(options)).run()
+        return
+    sock = _bind(options.host, options.port)
+    children: dict[int, int] = {}  # pid -> worker number
+    stopping = False
+
+    def start(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _run_worker(options, sock)
+            except BaseException:
+                log.exception("SE worker %d failed", number)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children[pid] = number
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for number in range(options.workers):
+        start(number)
+    print(
+        f"fedlake se: {options.workers} workers serving {options.root} on "
+        f"{'https' if options.tls_cert else 'http'}://{options.host}:{options.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    restarts: list[float] = []
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        number = children.pop(pid, -1)
+        if number < 0 or stopping:
+            continue
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < 60] + [now]
+        if len(restarts) > 10 * options.workers:
+            log.error("SE workers keep dying; stopping")
+            stop(signal.SIGTERM, None)
+            continue
+        log.warning("SE worker %d exited (status %d); starting it again", number, status)
+        start(number)
+    sock.close()

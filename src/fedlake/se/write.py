@@ -1,0 +1,246 @@
+"""The writing methods: PUT (streamed, atomic, verified), DELETE, MKCOL and MOVE.
+
+PUT writes to ``.<name>.fedlake-tmp-<hex>`` in the target's directory (what
+``fedlake.storage.backends.posix.is_temporary`` recognises, so the lake's sweeper removes
+one a crash left behind), computing adler32 (and md5 when the request sends one to check,
+or ``put_md5`` is set) as the bytes arrive: big blocks are written and summed by a worker
+thread while the next block is received. Only a complete body whose checksums match the
+request's ``Digest`` / ``Content-MD5`` is renamed onto the name; anything else (a client
+that goes away, a mismatch, a refusal) leaves no file. The checksums are stored with the
+file, so ``Want-Digest`` is answered at once afterwards.
+
+Operations needed (``se.authz``): PUT of a new name and MKCOL ``create``; PUT over a file,
+DELETE and MOVE ``modify`` (the destination of a MOVE: ``create``, or ``modify`` when it is
+replaced). A temporary of an upload may be moved to a new name and deleted with
+``create``: that is how clients (ours among them) upload atomically over WebDAV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import stat
+
+from fedlake.se.headers import parse_content_md5, parse_destination, parse_digest, parse_overwrite
+from fedlake.se.http import HTTPError, Request
+from fedlake.se.paths import Resolved
+from fedlake.storage.backends.posix import TMP_MARK, is_temporary
+from fedlake.storage.checksums import adler32
+
+__all__ = ["delete", "mkcol", "move", "put"]
+
+BLOCK = 4 * 1024 * 1024  # bodies are written in blocks of this size (by a worker thread)
+
+
+class _Sink:
+    """Writes and checksums the body to an open file descriptor."""
+
+    def __init__(self, fd: int, *, md5: bool, fsync: bool) -> None:
+        self.fd = fd
+        self.size = 0
+        self.adler = 1
+        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self.fsync = fsync
+
+    def write(self, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        self.adler = adler32(view, self.adler)
+        if self.md5 is not None:
+            self.md5.update(view)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.size += len(data)
+
+    def finish(self) -> dict[str, str]:
+        if self.fsync:
+            os.fsync(self.fd)
+        out = {"adler32": f"{self.adler & 0xFFFFFFFF:08x}"}
+        if self.md5 is not None:
+            out["md5"] = self.md5.hexdigest()
+        return out
+
+
+def _expected_digests(req: Request) -> dict[str, str]:
+    """What the request says the body's checksums are (BadHeader if malformed)."""
+    expected: dict[str, str] = {}
+    if (value := req.header("digest")) is not None:
+        expected.update(parse_digest(value))
+    if (value := req.header("content-md5")) is not None:
+        md5 = parse_content_md5(value)
+        if expected.get("md5", md5) != md5:
+            raise HTTPError(400, "Content-MD5 and Digest name different md5 values")
+        expected["md5"] = md5
+    return expected
+
+
+def _parent_dir(target: Resolved) -> str:
+    """The existing directory the target goes in (HTTP 409 when missing)."""
+    parent = os.path.dirname(target.entry)
+    if not os.path.isdir(parent):
+        raise HTTPError(
+            409, f"the parent collection of {target.url_path} does not exist; MKCOL it first"
+        )
+    return parent
+
+
+async def _receive_into(req: Request, sink: _Sink) -> bool:
+    """Feed the body to ``sink``; False when the client went away before its end."""
+    loop = asyncio.get_running_loop()
+    buffer = bytearray()
+    pending: asyncio.Future[None] | None = None
+    try:
+        while True:
+            message = await req.receive()
+            if message["type"] == "http.disconnect":
+                return False
+            buffer += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(buffer) >= BLOCK or (not more and pending is not None and buffer):
+                if pending is not None:
+                    await pending
+                block, buffer = buffer, bytearray()
+                pending = loop.run_in_executor(req.ctx.pool, sink.write, block)
+            if not more:
+                if pending is not None:
+                    await pending
+                    pending = None
+                if buffer:
+                    sink.write(buffer)  # a small body: written at once
+                return True
+    finally:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+
+
+async def put(req: Request) -> None:
+    target = req.resolve()
+    if target.is_root or req.path.endswith("/"):
+        raise HTTPError(405, "PUT needs a file name, not a collection")
+    parent = _parent_dir(target)
+    existing = os.path.lexists(target.entry)
+    if existing and os.path.isdir(target.entry):
+        raise HTTPError(405, f"{target.url_path} is a collection; PUT writes files only")
+    req.authorize("modify" if existing else "create", target)
+    no_replace = (req.header("if-none-match") or "").strip() == "*"
+    if no_replace and existing:
+        raise HTTPError(412, f"{target.url_path} exists (If-None-Match: *)")
+    expected = _expected_digests(req)
+    tmp = os.path.join(parent, f".{target.name}{TMP_MARK}{secrets.token_hex(6)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o666)
+    renamed = False
+    try:
+        sink = _Sink(fd, md5=req.ctx.put_md5 or "md5" in expected, fsync=req.ctx.fsync)
+        if not await _receive_into(req, sink):
+            return  # the client went away: nobody to answer, nothing kept
+        got = await req.ctx.run(sink.finish) if sink.fsync else sink.finish()
+        wrong = [f"{k} is {got[k]}, not {v}" for k, v in expected.items() if got.get(k) != v]
+        if wrong:
+            raise HTTPError(
+                400,
+                f"Digest mismatch for {target.url_path}: the {sink.size} bytes received have "
+                f"{'; '.join(wrong)}; nothing was stored",
+            )
+        st = os.fstat(fd)
+        in_xattr = req.ctx.store.put(fd, st, got)
+        os.close(fd)
+        fd = -1
+        if no_replace:
+            try:
+                os.link(tmp, target.entry, follow_symlinks=False)
+            except FileExistsError:
+                raise HTTPError(412, f"{target.url_path} exists (If-None-Match: *)") from None
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target.entry)
+        renamed = True
+        if not in_xattr:
+            req.ctx.store.put(target.entry, st, got)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if not renamed:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    await req.respond(204 if existing else 201)
+
+
+async def mkcol(req: Request) -> None:
+    target = req.resolve()
+    if req.has_body():
+        raise HTTPError(415, "MKCOL takes no request body")
+    if os.path.lexists(target.entry):
+        raise HTTPError(405, f"{target.url_path} already exists")
+    _parent_dir(target)
+    req.authorize("create", target)
+    try:
+        os.mkdir(target.entry)
+    except FileExistsError:
+        raise HTTPError(405, f"{target.url_path} already exists") from None
+    await req.respond(201)
+
+
+def _operation(target: Resolved, *, replacing_with_temporary: bool = False) -> str:
+    """``modify``, or ``create`` for an upload's own temporary (see the module doc)."""
+    return "create" if is_temporary(target.name) and not replacing_with_temporary else "modify"
+
+
+async def delete(req: Request) -> None:
+    target = req.resolve()
+    if target.is_root:
+        raise HTTPError(403, "the root collection cannot be deleted")
+    if not os.path.lexists(target.entry):
+        raise FileNotFoundError(errno.ENOENT, f"{target.url_path}: no such file or collection")
+    req.authorize(_operation(target), target)
+    if os.path.isdir(target.entry) and not os.path.islink(target.entry):
+        try:
+            os.rmdir(target.entry)
+        except OSError as exc:
+            if exc.errno == errno.ENOTEMPTY:
+                raise HTTPError(
+                    409, f"{target.url_path} is not empty; delete its members first"
+                ) from None
+            raise
+    else:
+        os.unlink(target.entry)
+        req.ctx.store.deleted(target.entry)
+    await req.respond(204)
+
+
+async def move(req: Request) -> None:
+    source = req.resolve()
+    if source.is_root:
+        raise HTTPError(403, "the root collection cannot be moved")
+    dest = req.resolve(parse_destination(req.header("destination")))
+    overwrite = parse_overwrite(req.header("overwrite"))
+    if not os.path.lexists(source.entry):
+        raise FileNotFoundError(errno.ENOENT, f"{source.url_path}: no such file or collection")
+    if dest.is_root or dest.entry == source.entry:
+        raise HTTPError(403, "MOVE to the root or onto itself is refused")
+    if dest.fs_path.startswith(source.fs_path.rstrip("/") + "/"):
+        raise HTTPError(409, "a collection cannot be moved into itself")
+    _parent_dir(dest)
+    replaced = os.path.lexists(dest.entry)
+    req.authorize(_operation(source, replacing_with_temporary=replaced), source)
+    req.authorize("modify" if replaced else "create", dest)
+    if replaced and not overwrite:
+        raise HTTPError(412, f"{dest.url_path} exists (Overwrite: F)")
+    if replaced and os.path.isdir(dest.entry):
+        raise HTTPError(409, f"{dest.url_path} is a collection; delete it first")
+    is_file = not stat.S_ISDIR(os.lstat(source.entry).st_mode)
+    if is_file and not overwrite:  # link + unlink: atomic "only if absent"
+        try:
+            os.link(source.entry, dest.entry, follow_symlinks=False)
+        except FileExistsError:
+            raise HTTPError(412, f"{dest.url_path} exists (Overwrite: F)") from None
+        os.unlink(source.entry)
+    else:
+        os.replace(source.entry, dest.entry)
+    req.ctx.store.moved(source.entry, dest.entry)
+    await req.respond(204 if replaced else 201)
