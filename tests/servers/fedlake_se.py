@@ -1,0 +1,69 @@
+"""Our own storage element, ``fedlake se serve``, started as a real subprocess on loopback.
+
+:func:`running_se` starts one with any options (anonymous or with a TOML configuration,
+plain HTTP or TLS with the self-signed pair of ``tests.servers.xrdhttp.make_certificate``)
+and stops it afterwards; tests build module-scoped fixtures on it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.servers import ServerProcess, free_port
+
+__all__ = ["SEServer", "running_se"]
+
+
+@dataclass
+class SEServer:
+    port: int
+    root: Path  # the served directory
+    tls: bool
+    ca: Path | None  # the certificate to trust, with TLS
+    process: ServerProcess
+
+    def url(self, path: str = "/", scheme: str | None = None) -> str:
+        scheme = scheme or ("https" if self.tls else "http")
+        return f"{scheme}://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def local(self, url: str) -> Path:
+        """The file behind one of this server's (literal) URLs."""
+        path = url.partition("://")[2].partition("/")[2]
+        return self.root / path.strip("/")
+
+
+@contextmanager
+def running_se(
+    *,
+    anonymous: bool = False,
+    config: str | None = None,
+    tls: tuple[Path, Path] | None = None,
+    workers: int = 1,
+    root: Path | None = None,
+) -> Iterator[SEServer]:
+    """One ``fedlake se serve`` process; ``config`` is the TOML text of ``--config``."""
+    with tempfile.TemporaryDirectory(prefix="fedlake-se-") as tmp:
+        base = Path(tmp)
+        served = root or base / "root"
+        served.mkdir(exist_ok=True)
+        port = free_port()
+        argv = [sys.executable, "-m", "fedlake.cli", "se", "serve", "--root", str(served)]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        if anonymous:
+            argv.append("--allow-anonymous")
+        if config is not None:
+            (base / "se.toml").write_text(config)
+            argv += ["--config", str(base / "se.toml")]
+        if tls is not None:
+            argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        process = ServerProcess(argv, base / "se.log")
+        try:
+            process.wait_for_port(port, timeout=30)
+            yield SEServer(port, served, tls is not None, tls[0] if tls else None, process)
+        finally:
+            process.stop()
