@@ -25,6 +25,7 @@ __all__ = [
     "GroupMapping",
     "IamGroup",
     "Membership",
+    "NamespaceRule",
     "OAuthClient",
     "RefreshToken",
     "Registration",
@@ -243,3 +244,20 @@ class Embargo(Base):
         Index("embargoes_scope_name_idx", "scope", "name"),
         Index("embargoes_until_idx", "until"),
     )
+
+
+class NamespaceRule(Base):
+    """Policy v2 (``fedlake.auth.policy``): members of ``group`` (and of the groups below
+    it) may ``action`` (read, write, delete or all) the DIDs of the scopes matching
+    ``scope`` (an fnmatch pattern: ``cms_*``, ``*``) whose names start with
+    ``name_prefix`` (None: every name)."""
+
+    __tablename__ = "namespace_rules"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    group: Mapped[str] = mapped_column(ForeignKey("iam_groups.name", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(8))
+    scope: Mapped[str] = mapped_column(String(64))
+    name_prefix: Mapped[str | None] = mapped_column(String(255))
+    created_by: Mapped[str] = mapped_column(String(ACCOUNT))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    __table_args__ = (Index("namespace_rules_group_idx", "group"),)

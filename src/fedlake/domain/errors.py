@@ -15,7 +15,8 @@ class from the ``ExceptionClass`` header.
     ├── NotFound (404)
     │   ├── AccountNotFound, ScopeNotFound, DIDNotFound, RSENotFound, ReplicaNotFound,
     │   │   RuleNotFound, KeyNotFound, ProtocolNotSupported, IdentityNotFound,
-    │   │   SubscriptionNotFound, GroupNotFound, MembershipNotFound, RegistrationNotFound
+    │   │   SubscriptionNotFound, GroupNotFound, MembershipNotFound, RegistrationNotFound,
+    │   │   EmbargoNotFound, PolicyNotFound
     ├── Conflict (409)
     │   ├── Duplicate, DIDAlreadyExists, DuplicateContent, DuplicateRule,
     │   │   UnsupportedOperation, FileAlreadyExists, InvalidReplicationRule,
@@ -57,6 +58,7 @@ __all__ = [
     "MembershipNotFound",
     "NotFound",
     "OAuthError",
+    "PolicyNotFound",
     "ProtocolNotSupported",
     "RSENotFound",
     "RangeNotSatisfiable",
@@ -221,6 +223,12 @@ class EmbargoNotFound(NotFound):
     """No embargo with that id."""
 
     rucio_class = "EmbargoNotFound"
+
+
+class PolicyNotFound(NotFound):
+    """No namespace rule (policy v2) with that id."""
+
+    rucio_class = "PolicyNotFound"
 
 
 class MembershipNotFound(NotFound):
