@@ -27,17 +27,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
 from fedlake.auth.jwks_cache import JWKSCache
-from fedlake.catalog.db import Database
-from fedlake.catalog.iam_models import TrustedIssuer
-from fedlake.catalog.trusted_issuers import find_issuer
 from fedlake.domain.errors import AuthenticationFailed
+
+if TYPE_CHECKING:  # the catalogue only for Trust: validate_token works without a database
+    from fedlake.catalog.db import Database
+    from fedlake.catalog.iam_models import TrustedIssuer
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -236,6 +237,8 @@ class Trust:
         if hit is not None and hit[0] > self.clock():
             found = hit[1]
         else:
+            from fedlake.catalog.trusted_issuers import find_issuer
+
             with self.db.read() as s:
                 row = find_issuer(s, issuer)
                 found = IssuerConfig.of(row) if row is not None else None
