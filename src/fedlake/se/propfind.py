@@ -13,15 +13,27 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from email.utils import formatdate
 from urllib.parse import quote
 
 from fedlake.se.paths import STATE_DIR
 
-__all__ = ["etag", "href", "listing", "multistatus"]
+__all__ = ["etag", "href", "http_date", "listing", "multistatus"]
 
 _HEAD = b'<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">\n'
 _TAIL = b"</D:multistatus>\n"
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """RFC 9110 date (``Sun, 06 Nov 1994 08:49:37 GMT``), locale-independent."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
 
 
 def etag(st: os.stat_result) -> str:
@@ -40,7 +52,7 @@ def _response(url_path: str, st: os.stat_result) -> str:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(st.st_ctime, st.st_mtime)))
     props = [
         "<D:resourcetype><D:collection/></D:resourcetype>" if is_dir else "<D:resourcetype/>",
-        f"<D:getlastmodified>{formatdate(st.st_mtime, usegmt=True)}</D:getlastmodified>",
+        f"<D:getlastmodified>{http_date(st.st_mtime)}</D:getlastmodified>",
         f"<D:creationdate>{created}</D:creationdate>",
         f"<D:getetag>{etag(st)}</D:getetag>",
     ]

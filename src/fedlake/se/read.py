@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import stat
-from email.utils import formatdate
 
 from fedlake.se.headers import (
     ByteRange,
@@ -23,7 +22,7 @@ from fedlake.se.headers import (
     parse_want_digest,
 )
 from fedlake.se.http import HTTPError, Request
-from fedlake.se.propfind import etag, listing, multistatus
+from fedlake.se.propfind import etag, http_date, listing, multistatus
 
 __all__ = ["ALLOW", "get", "head", "options", "propfind"]
 
@@ -61,7 +60,9 @@ async def _digest_header(req: Request, fs_path: str, st: os.stat_result) -> tupl
 async def _serve(req: Request, *, with_body: bool) -> None:
     target = req.resolve()
     req.authorize("read", target)
-    st = os.stat(target.fs_path)
+    st = target.stat
+    if st is None:
+        raise FileNotFoundError(2, f"{target.url_path}: no such file or collection")
     if stat.S_ISDIR(st.st_mode):
         page = await req.ctx.run(listing, target.url_path, target.fs_path)
         await req.respond(200, body=page, content_type="text/html; charset=utf-8")
@@ -69,7 +70,7 @@ async def _serve(req: Request, *, with_body: bool) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise HTTPError(403, f"{target.url_path} is not a regular file")
     headers = [
-        ("last-modified", formatdate(st.st_mtime, usegmt=True)),
+        ("last-modified", http_date(st.st_mtime)),
         ("etag", etag(st)),
         ("accept-ranges", "bytes"),
         ("content-type", "application/octet-stream"),
