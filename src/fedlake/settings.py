@@ -34,6 +34,10 @@ ENV_VARS: dict[str, str] = {
         "seconds a server process reuses a checked token and its account's state "
         "(default 5; 0 checks every request)"
     ),
+    "FEDLAKE_POLICY_READ": (
+        "who reads catalogue content: open (every authenticated account, default) or rules "
+        "(scope owners and namespace rules with action read; docs/policy.md)"
+    ),
     "FEDLAKE_JWKS_MIN_REFRESH": (
         "seconds between two fetches of a trusted issuer's keys caused by tokens with "
         "unknown key ids (default 30)"
@@ -114,6 +118,7 @@ class Settings:
     refresh_token_lifetime: int = 30 * 86400
     oidc_password_grant: bool = False
     auth_cache_seconds: int = 5
+    policy_read: str = "open"
     jwks_min_refresh: int = 30
     transfer_threads: int = 128
     transfer_max_active: int | None = None
@@ -138,6 +143,8 @@ class Settings:
             raise ValueError(
                 f"FEDLAKE_TOKEN_ALGORITHM={self.token_algorithm!r}: use ES256 or RS256"
             )
+        if self.policy_read not in ("open", "rules"):
+            raise ValueError(f"FEDLAKE_POLICY_READ={self.policy_read!r}: use open or rules")
         for attr, low, high, text in _RANGES:
             if not low <= getattr(self, attr) <= high:
                 raise ValueError(f"FEDLAKE_{attr.upper()} must be {text}")
@@ -200,6 +207,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         refresh_token_lifetime=_int(env, "FEDLAKE_REFRESH_TOKEN_LIFETIME", 30 * 86400),
         oidc_password_grant=_bool(env, "FEDLAKE_OIDC_PASSWORD_GRANT"),
         auth_cache_seconds=_int(env, "FEDLAKE_AUTH_CACHE_SECONDS", 5),
+        policy_read=env.get("FEDLAKE_POLICY_READ") or "open",
         jwks_min_refresh=_int(env, "FEDLAKE_JWKS_MIN_REFRESH", 30),
         transfer_threads=_int(env, "FEDLAKE_TRANSFER_THREADS", 128),
         transfer_max_active=(

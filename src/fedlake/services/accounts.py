@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedlake.auth.passwords import hash_password
-from fedlake.auth.policy import Caller, may_add_scope, require_admin
+from fedlake.auth.policy import Caller, capabilities_of, may_add_scope, require_admin
 from fedlake.auth.tokens import TokenClaims
 from fedlake.auth.trust import unverified_issuer
 from fedlake.auth.userpass import authenticate
@@ -111,6 +111,7 @@ def caller_from_token(lake: Lake, token: str | None, account_header: str | None 
             claims.account,
             core.is_admin(s, claims.account),
             frozenset(iam_groups.groups_of(s, claims.account)),
+            capabilities_of(claims.scope),
         )
     lake.tokens.callers.put(token, found, claims.expires_at, lake.settings.auth_cache_seconds)
     return found

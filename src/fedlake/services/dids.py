@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from fedlake.auth.policy import Caller, require_scope_owner
+from fedlake.auth import policy
+from fedlake.auth.policy import DELETE, Caller, require_capability, require_scope_write
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as core
 from fedlake.catalog import meta as meta_core
@@ -78,7 +79,8 @@ def add_dids(lake: Lake, caller: Caller, items: Any) -> None:
         h = embargo.hidden(s, caller)
         for new, _ in parsed:
             embargo.require_visible_scope(h, new.scope)
-            require_scope_owner(s, caller, new.scope, "add DIDs")
+            require_scope_write(s, caller, new.scope, "add DIDs", name=new.name)
+            require_capability(caller, "create", new.scope, new.name, "add")
         for content, _ in extras:
             _require_visible(h, content)
         # a hidden name that exists fails below as it would for anybody (DIDAlreadyExists):
@@ -96,6 +98,11 @@ def add_dids(lake: Lake, caller: Caller, items: Any) -> None:
                 rule_svc.add_rules_in(s, caller, body)
 
 
+def _reader(lake: Lake, s: Session, caller: Caller) -> policy.Reader | None:
+    """What limits the caller's reads (its token's capabilities, read rules); None: nothing."""
+    return policy.reader(s, caller, lake.settings.policy_read)
+
+
 def _require_visible(h: embargo.Hidden | None, keys: list[Key]) -> None:
     for scope, name in keys:
         embargo.require_visible(h, scope, name)
@@ -107,6 +114,7 @@ def get_did(
     with lake.db.read() as s:
         h = embargo.hidden(s, caller)
         embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+        policy.require_read(_reader(lake, s, caller), scope, name)
         row = core.get_did(s, scope, name)
         dynamic = None
         if dynamic_depth and row.did_type == DIDType.CONTAINER:
@@ -139,13 +147,18 @@ def _visible_counts(s: Session, h: embargo.Hidden, row: DID) -> tuple[int, int] 
     return _visible_size(s, h, row)[0], len(shown)
 
 
-def _check_exists(lake: Lake, caller: Caller, scope: str, name: str) -> embargo.Hidden | None:
-    """Raise what a nonexistent DID gives; return what the caller may not see."""
+def _check_exists(
+    lake: Lake, caller: Caller, scope: str, name: str
+) -> tuple[embargo.Hidden | None, policy.Reader | None]:
+    """Raise what a nonexistent DID gives, or AccessDenied if the caller may not read it;
+    return what the caller may not see (embargo) and what limits its reads (policy)."""
     with lake.db.read() as s:
         h = embargo.hidden(s, caller)
         embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+        r = _reader(lake, s, caller)
+        policy.require_read(r, scope, name)
         core.get_did(s, scope, name)
-        return h
+        return h, r
 
 
 def search(
@@ -166,14 +179,22 @@ def search(
         h = embargo.hidden(s, caller)
         embargo.require_visible_scope(h, scope)
         get_scope(s, scope)
-    # with hidden DIDs the limit applies after filtering them out
-    stmt = meta_core.search_statement(scope, flt, did_type, None if h else limit)  # 400 now
+        r = _reader(lake, s, caller)
+        if r is not None:
+            r.require_scope(scope)
+    # with hidden or unreadable DIDs the limit applies after filtering them out
+    filtered = h is not None or r is not None
+    stmt = meta_core.search_statement(scope, flt, did_type, None if filtered else limit)
 
     def gen() -> Iterator[Any]:
         with lake.db.read() as s:
             rows: Iterator[DID] = iter(s.scalars(stmt))
             if h is not None:
-                rows = islice(h.keep(rows, lambda r: (r.scope, r.name)), limit or None)
+                rows = h.keep(rows, lambda d: (d.scope, d.name))
+            if r is not None:
+                rows = r.keep(rows, lambda d: (d.scope, d.name))
+            if filtered:
+                rows = islice(rows, limit or None)
             for row in rows:
                 if long:
                     nbytes, length = row.bytes, 1 if row.did_type == DIDType.FILE else row.length
@@ -193,13 +214,14 @@ def search(
 
 
 def list_content(lake: Lake, caller: Caller, scope: str, name: str) -> Iterator[dict[str, Any]]:
-    h = _check_exists(lake, caller, scope, name)
+    h, r = _check_exists(lake, caller, scope, name)
 
     def gen() -> Iterator[dict[str, Any]]:
         with lake.db.read() as s:
             rows = core.list_content(s, scope, name)
             if h is not None:
                 rows = h.keep(rows, lambda c: (c.child_scope, c.child_name))
+            rows = policy.keep_readable(r, rows, lambda c: (c.child_scope, c.child_name))
             for c in rows:
                 yield {
                     "scope": c.child_scope,
@@ -217,9 +239,12 @@ def list_content_history(lake: Lake, caller: Caller, scope: str, name: str) -> l
     with lake.db.read() as s:
         h = embargo.hidden(s, caller)
         embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+        r = _reader(lake, s, caller)
+        policy.require_read(r, scope, name)
         rows = core.list_content_history(s, scope, name)
         if h is not None:
             rows = h.keep(rows, lambda c: (c.child_scope, c.child_name))
+        rows = policy.keep_readable(r, rows, lambda c: (c.child_scope, c.child_name))
         return [
             {
                 "scope": c.child_scope,
@@ -236,13 +261,14 @@ def list_content_history(lake: Lake, caller: Caller, scope: str, name: str) -> l
 
 
 def list_files(lake: Lake, caller: Caller, scope: str, name: str) -> Iterator[dict[str, Any]]:
-    h = _check_exists(lake, caller, scope, name)
+    h, r = _check_exists(lake, caller, scope, name)
 
     def gen() -> Iterator[dict[str, Any]]:
         with lake.db.read() as s:
             rows = core.list_files(s, scope, name)
             if h is not None:
                 rows = h.keep(rows, lambda f: (f.scope, f.name))
+            rows = policy.keep_readable(r, rows, lambda f: (f.scope, f.name))
             for f in rows:
                 yield {
                     "scope": f.scope,
@@ -261,9 +287,12 @@ def list_parents(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict
     with lake.db.read() as s:
         h = embargo.hidden(s, caller)
         embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+        r = _reader(lake, s, caller)
+        policy.require_read(r, scope, name)
         rows = core.list_parents(s, scope, name)
         if h is not None:
             rows = list(h.keep(rows, lambda p: (p.scope, p.name)))
+        rows = list(policy.keep_readable(r, rows, lambda p: (p.scope, p.name)))
         return [{"scope": p.scope, "name": p.name, "type": p.did_type} for p in rows]
 
 
@@ -276,10 +305,15 @@ def scope_tree(
             raise ScopeNotFound(f"scope {scope!r} does not exist")  # as core.scope_tree
         if name:
             embargo.require_visible(h, scope, validate_did_name(name))
+        r = _reader(lake, s, caller)
+        if r is not None and name:
+            r.require(scope, name)
+        elif r is not None:
+            r.require_scope(scope)
         rows = core.scope_tree(s, validate_scope(scope), name, recursive)
         if h is not None:
             rows = h.keep(rows, lambda d: (d["scope"], d["name"]))
-        return list(rows)
+        return list(policy.keep_readable(r, rows, lambda d: (d["scope"], d["name"])))
 
 
 def attach(
@@ -293,8 +327,9 @@ def attach(
     keys = [did_key(d, "DID to attach") for d in req_list(dids, "dids")]
     with lake.db.write() as s:
         embargo.require_owner_and_visible(
-            s, caller, validate_scope(scope), [(scope, name), *keys], "attach DIDs"
+            s, caller, validate_scope(scope), [(scope, name), *keys], "attach DIDs", name=name
         )
+        require_capability(caller, "create", scope, name, "attach DIDs to")
         n = core.attach(s, scope, validate_did_name(name), keys, ignore_duplicate=ignore_duplicate)
         extend_rules(s, scope, name, keys)
         return n
@@ -343,8 +378,9 @@ def attach_bulk(lake: Lake, caller: Caller, attachments: Any, ignore_duplicate: 
     with lake.db.write() as s:
         for scope, name, keys in plan:
             embargo.require_owner_and_visible(
-                s, caller, scope, [(scope, name), *keys], "attach DIDs"
+                s, caller, scope, [(scope, name), *keys], "attach DIDs", name=name
             )
+            require_capability(caller, "create", scope, name, "attach DIDs to")
             core.attach(s, scope, name, keys, ignore_duplicate=ignore_duplicate)
             extend_rules(s, scope, name, keys)
 
@@ -353,8 +389,15 @@ def detach(lake: Lake, caller: Caller, scope: str, name: str, dids: Any) -> None
     keys = [did_key(d, "DID to detach") for d in req_list(dids, "dids")]
     with lake.db.write() as s:
         embargo.require_owner_and_visible(
-            s, caller, validate_scope(scope), [(scope, name), *keys], "detach DIDs"
+            s,
+            caller,
+            validate_scope(scope),
+            [(scope, name), *keys],
+            "detach DIDs",
+            name=name,
+            action=DELETE,
         )
+        require_capability(caller, "modify", scope, name, "detach DIDs from")
         holders = core._ancestors(s, (scope, validate_did_name(name))) | {(scope, name)}
         from fedlake.catalog import rules as rule_core
 
@@ -372,8 +415,9 @@ def set_status(lake: Lake, caller: Caller, scope: str, name: str, body: dict[str
     is_open = opt_bool(body, "open", "status")
     with lake.db.write() as s:
         embargo.require_owner_and_visible(
-            s, caller, validate_scope(scope), [(scope, name)], "open or close DIDs"
+            s, caller, validate_scope(scope), [(scope, name)], "open or close DIDs", name=name
         )
+        require_capability(caller, "modify", scope, name, "open or close")
         core.set_status(s, scope, validate_did_name(name), is_open)
 
 
@@ -382,6 +426,7 @@ def get_meta(
 ) -> dict[str, Any]:
     with lake.db.read() as s:
         embargo.require_visible(embargo.hidden(s, caller), validate_scope(scope), name)
+        policy.require_read(_reader(lake, s, caller), scope, name)
         return meta_core.get_meta(
             s, validate_scope(scope), validate_did_name(name), plugin or "DID_COLUMN"
         )
@@ -391,8 +436,9 @@ def set_meta(lake: Lake, caller: Caller, scope: str, name: str, meta: Any) -> No
     req_dict(meta, "meta")
     with lake.db.write() as s:
         embargo.require_owner_and_visible(
-            s, caller, validate_scope(scope), [(scope, name)], "set metadata"
+            s, caller, validate_scope(scope), [(scope, name)], "set metadata", name=name
         )
+        require_capability(caller, "modify", scope, name, "set metadata of")
         meta_core.set_meta(s, scope, validate_did_name(name), meta)
 
 
@@ -406,7 +452,10 @@ def submit_set_meta(lake: Lake, caller: Caller, scope: str, name: str, meta: Any
     scope, name = validate_scope(scope), validate_did_name(name)
 
     def job(s: Session) -> None:
-        embargo.require_owner_and_visible(s, caller, scope, [(scope, name)], "set metadata")
+        embargo.require_owner_and_visible(
+            s, caller, scope, [(scope, name)], "set metadata", name=name
+        )
+        require_capability(caller, "modify", scope, name, "set metadata of")
         meta_core.set_meta(s, scope, name, meta)
 
     return lake.db.submit_write(job, order=(scope, name))
@@ -419,7 +468,10 @@ def set_meta_bulk(lake: Lake, caller: Caller, items: Any) -> None:
         plan.append((*did_key(it, "DID"), req_dict(it.get("meta"), "meta")))
     with lake.db.write() as s:
         for scope, name, meta in plan:
-            embargo.require_owner_and_visible(s, caller, scope, [(scope, name)], "set metadata")
+            embargo.require_owner_and_visible(
+                s, caller, scope, [(scope, name)], "set metadata", name=name
+            )
+            require_capability(caller, "modify", scope, name, "set metadata of")
             meta_core.set_meta(s, scope, name, meta)
 
 
@@ -428,8 +480,15 @@ def delete_meta(lake: Lake, caller: Caller, scope: str, name: str, key: str | No
         raise InvalidInput("give the key to delete as ?key=NAME")
     with lake.db.write() as s:
         embargo.require_owner_and_visible(
-            s, caller, validate_scope(scope), [(scope, name)], "delete metadata"
+            s,
+            caller,
+            validate_scope(scope),
+            [(scope, name)],
+            "delete metadata",
+            name=name,
+            action=DELETE,
         )
+        require_capability(caller, "modify", scope, name, "delete metadata of")
         meta_core.delete_meta(s, scope, validate_did_name(name), key)
 
 
@@ -439,4 +498,7 @@ def bulk_meta(lake: Lake, caller: Caller, dids: Any, plugin: str | None) -> list
         h = embargo.hidden(s, caller)
         if h is not None:  # hidden DIDs are skipped as missing ones are
             keys = list(h.keep(keys, lambda k: k))
+        r = _reader(lake, s, caller)
+        for key in keys:
+            policy.require_read(r, *key)
         return list(meta_core.get_meta_bulk(s, keys, plugin or "DID_COLUMN"))

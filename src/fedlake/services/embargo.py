@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fedlake.auth.policy import Caller, require_group_manager, require_scope_owner
+from fedlake.auth.policy import WRITE, Caller, require_group_manager, require_scope_write
 from fedlake.bootstrap import Lake
 from fedlake.catalog import audit
 from fedlake.catalog import embargo as core
@@ -67,14 +67,23 @@ def require_not_hidden_name(h: Hidden | None, scope: str, name: str) -> None:
 
 
 def require_owner_and_visible(
-    s: Session, caller: Caller, scope: str, keys: list[tuple[str, str]], what: str
+    s: Session,
+    caller: Caller,
+    scope: str,
+    keys: list[tuple[str, str]],
+    what: str,
+    *,
+    name: str | None = None,
+    action: str = WRITE,
 ) -> Hidden | None:
-    """Write paths: a hidden scope fails as a missing one, then the scope-ownership check
-    runs as it always does (a non-owner is refused whether the DID exists or not), then a
-    hidden DID of ``keys`` fails as a missing one (as the catalogue would for an owner)."""
+    """Write paths: a hidden scope fails as a missing one, then the policy's write check
+    (``require_scope_write``: owner, admin or namespace rule for ``action`` on
+    ``scope:name``) runs as it always does (a refused caller is refused whether the DID
+    exists or not), then a hidden DID of ``keys`` fails as a missing one (as the catalogue
+    would for an owner)."""
     h = hidden(s, caller)
     require_visible_scope(h, scope)
-    require_scope_owner(s, caller, scope, what)
+    require_scope_write(s, caller, scope, what, name=name, action=action)
     for key_scope, key_name in keys:
         require_visible(h, key_scope, key_name)
     return h

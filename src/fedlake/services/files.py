@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit
 
-from fedlake.auth.policy import Caller, require_scope_owner
+from fedlake.auth.policy import Caller, require_capability, require_scope_write
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import replicas as core
@@ -77,7 +77,8 @@ def store_file(
     with lake.db.read() as s:
         h = embargo.hidden(s, caller)
         embargo.require_visible_scope(h, scope)
-        require_scope_owner(s, caller, scope, "upload files")
+        require_scope_write(s, caller, scope, "upload files", name=name)
+        require_capability(caller, "create", scope, name, "upload")
         embargo.require_not_hidden_name(h, scope, name)
         info = rse_core.rse_info(s, rse_core.get_rse(s, validate_rse_name(rse)))
         existing = s.get(DID, (scope, name))

@@ -7,7 +7,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from fedlake.auth.policy import Caller, require_admin, require_scope_owner
+from fedlake.auth import policy
+from fedlake.auth.policy import (
+    DELETE,
+    Caller,
+    require_admin,
+    require_capability,
+    require_scope_write,
+)
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import replicas as core
@@ -74,8 +81,9 @@ def add_replicas(lake: Lake, caller: Caller, body: Any) -> int:
         h = embargo.hidden(s, caller)
         for scope in sorted({f.scope for f in files}):
             embargo.require_visible_scope(h, scope)
-            require_scope_owner(s, caller, scope, "register replicas")
         for f in files:
+            require_scope_write(s, caller, f.scope, "register replicas", name=f.name)
+            require_capability(caller, "create", f.scope, f.name, "register replicas of")
             embargo.require_not_hidden_name(h, f.scope, f.name)
         n = core.add_replicas(s, rse, files, caller.account)
         available = [(f.scope, f.name) for f in files if f.state == ReplicaState.AVAILABLE]
@@ -95,8 +103,11 @@ def update_replicas(lake: Lake, caller: Caller, body: Any) -> None:
         changes.append((scope, name, ReplicaState.parse(f["state"])))
     with lake.db.write() as s:
         rse = _rse(s, body.get("rse"))
-        for scope in sorted({c[0] for c in changes}):
-            embargo.require_owner_and_visible(s, caller, scope, [], "change replica states")
+        for scope, name, _ in changes:
+            embargo.require_owner_and_visible(
+                s, caller, scope, [], "change replica states", name=name
+            )
+            require_capability(caller, "modify", scope, name, "change replica states of")
         h = embargo.hidden(s, caller)
         for scope, name, _ in changes:  # a hidden file has no replica, as a missing one
             if h is not None and h.hides(scope, name):
@@ -110,6 +121,8 @@ def delete_replicas(lake: Lake, caller: Caller, body: Any) -> None:
     require_admin(caller, "delete replicas")
     body = req_dict(body, "the request")
     keys = [did_key(f, "file") for f in req_list(body.get("files"), "files")]
+    for scope, name in keys:
+        require_capability(caller, "modify", scope, name, "delete replicas of")
     with lake.db.write() as s:
         core.delete_replicas(s, _rse(s, body.get("rse")), keys)
 
@@ -122,7 +135,10 @@ def tombstone(lake: Lake, caller: Caller, body: Any) -> None:
         for r in req_list(body.get("replicas"), "replicas"):
             r = req_dict(r, "replica")
             scope, name = did_key(r, "replica")
-            embargo.require_owner_and_visible(s, caller, scope, [], "remove replicas")
+            embargo.require_owner_and_visible(
+                s, caller, scope, [], "remove replicas", name=name, action=DELETE
+            )
+            require_capability(caller, "modify", scope, name, "remove replicas of")
             items.append((_rse(s, r.get("rse")).id, (scope, name)))
         for _, (scope, name) in items:  # as core.set_tombstones says of a missing replica
             if h is not None and h.hides(scope, name):
@@ -159,12 +175,15 @@ def list_replicas(lake: Lake, caller: Caller, body: Any) -> Iterator[dict[str, A
         missing = [k for k in q.dids if k not in found or (h is not None and h.hides(*k))]
         if missing:
             raise DIDNotFound(f"data identifier {missing[0][0]}:{missing[0][1]} does not exist")
+        r = policy.reader(s, caller, lake.settings.policy_read)
+        for key in q.dids:
+            policy.require_read(r, *key)
         infos = {r.id: rse_core.rse_info(s, r) for r in rse_core.all_rses(s)}
         rse_ids = None
         if q.rse_expression:
             names = set(resolve(s, q.rse_expression))
             rse_ids = {i for i, info in infos.items() if info.rse in names}
-    return _records(lake, q, infos, rse_ids, h)
+    return _records(lake, q, infos, rse_ids, h, r)
 
 
 def _records(
@@ -173,15 +192,19 @@ def _records(
     infos: dict[str, RSEInfo],
     rse_ids: set[str] | None,
     h: embargo.Hidden | None,
+    r: policy.Reader | None = None,
 ) -> Iterator[dict[str, Any]]:
     plan = _PfnPlan(infos, q)
     with lake.db.read() as s:
         records = core.iter_file_replicas(s, q.dids, all_states=q.all_states, rse_ids=rse_ids)
         if h is not None:
-            records = h.keep(records, lambda r: (r.scope, r.name))
+            records = h.keep(records, lambda f: (f.scope, f.name))
+        records = policy.keep_readable(r, records, lambda f: (f.scope, f.name))
         for rec in records:
             if h is not None and rec.parents:
                 rec.parents = list(h.keep(rec.parents, lambda k: k))
+            if r is not None and rec.parents:
+                rec.parents = list(r.keep(rec.parents, lambda k: k))
             yield plan.record(rec)
 
 
@@ -270,9 +293,11 @@ def dataset_replicas(
 ) -> list[dict[str, Any]]:
     with lake.db.read() as s:
         h = embargo.hidden(s, caller)
+        r = policy.reader(s, caller, lake.settings.policy_read)
         datasets: list[tuple[str, str]] = []
         for scope, name in dids:
             embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+            policy.require_read(r, scope, name)
             row = did_core.get_did(s, scope, name)
             if row.did_type == "CONTAINER":
                 datasets.extend(did_core._collections_below(s, [(scope, name)])[0])
@@ -282,6 +307,7 @@ def dataset_replicas(
                 raise InvalidInput(f"{scope}:{name} is a file; dataset replicas need a dataset")
         if h is not None:
             datasets = list(h.keep(datasets, lambda k: k))
+        datasets = list(policy.keep_readable(r, datasets, lambda k: k))
         return list(core.dataset_replicas(s, datasets))
 
 
@@ -292,6 +318,8 @@ def datasets_at_rse(lake: Lake, caller: Caller, rse: str) -> list[dict[str, Any]
         rows = core.datasets_at_rse(s, row.id)
         if h is not None:
             rows = h.keep(rows, lambda d: (d["scope"], d["name"]))
+        r = policy.reader(s, caller, lake.settings.policy_read)
+        rows = policy.keep_readable(r, rows, lambda d: (d["scope"], d["name"]))
         return [d | {"rse": rse} for d in rows]
 
 
@@ -303,6 +331,7 @@ def best_pfn(
         embargo.require_visible(
             embargo.hidden(s, caller), validate_scope(scope), validate_did_name(name)
         )
+        policy.require_read(policy.reader(s, caller, lake.settings.policy_read), scope, name)
         row = did_core.get_did(s, scope, name)
         if row.did_type != "FILE":
             raise InvalidInput(f"{scope}:{name} is a {row.did_type.lower()}; redirect needs a file")

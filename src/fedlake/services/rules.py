@@ -344,7 +344,7 @@ def update_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
     options = _update_options(req_dict(body.get("options"), "options"))
     with lake.db.write() as s:
         rule = _visible_rule(s, caller, rule_id)
-        require_rule_owner(caller, rule.account, "update")
+        require_rule_owner(s, caller, rule.account, rule.scope, rule.name, "update")
         if "account" in options:
             if not caller.admin:
                 raise AccessDenied("only an admin may move a rule to another account")
@@ -389,7 +389,7 @@ def reduce_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> list[str
     exclude = _text(body, "exclude_expression", "the reduction")
     with lake.db.write() as s:
         rule = _visible_rule(s, caller, rule_id)
-        require_rule_owner(caller, rule.account, "reduce")
+        require_rule_owner(s, caller, rule.account, rule.scope, rule.name, "reduce")
         if copies >= rule.copies:
             raise InvalidReplicationRule(
                 f"rule {rule_id} has {rule.copies} copies; reduce asks for fewer, not {copies}"
@@ -408,7 +408,7 @@ def move_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> str:
     override = _update_options(req_dict(override, "override"))
     with lake.db.write() as s:
         rule = _visible_rule(s, caller, rule_id)
-        require_rule_owner(caller, rule.account, "move")
+        require_rule_owner(s, caller, rule.account, rule.scope, rule.name, "move")
         targets = targets_of(s, expression, rule.ignore_availability)
         if not targets:
             raise InvalidReplicationRule(
@@ -426,7 +426,7 @@ def delete_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
         raise InvalidInput("purge_replicas must be true, false or null")
     with lake.db.write() as s:
         rule = _visible_rule(s, caller, rule_id)
-        require_rule_owner(caller, rule.account, "delete")
+        require_rule_owner(s, caller, rule.account, rule.scope, rule.name, "delete")
         core.delete_rule(s, rule_id, purge)
 
 

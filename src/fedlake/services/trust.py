@@ -16,6 +16,7 @@ keyed by the token and the header.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from fedlake.auth.jwks_cache import check_fetch_url
-from fedlake.auth.policy import Caller, require_admin
+from fedlake.auth.policy import Caller, capabilities_of, require_admin
 from fedlake.auth.trust import ALLOWED_ALGORITHMS, DEFAULT_ALGORITHMS, ExternalClaims
 from fedlake.bootstrap import Lake
 from fedlake.catalog import accounts as core
@@ -220,6 +221,7 @@ def cache_key(token: str, account_header: str | None) -> str:
 def caller_from_external(lake: Lake, token: str, issuer: str, account_header: str | None) -> Caller:
     """Validate a token of the trusted ``issuer`` and map it to an active account."""
     config, claims = lake.trust.validate(token, issuer)
+    caps = capabilities_of(claims.scope)  # a malformed storage scope refuses the token
     with lake.db.read() as s:  # one read for the usual case: mapped, and the account's state
         mapped = _mapped(s, claims)
         chosen = _choose(mapped, account_header) if mapped else None
@@ -235,6 +237,7 @@ def caller_from_external(lake: Lake, token: str, issuer: str, account_header: st
         chosen = _choose([_auto_create(lake, claims)], account_header)
         with lake.db.read() as s:
             found = _active_caller(s, chosen)
+    found = dataclasses.replace(found, capabilities=caps)
     lake.tokens.callers.put(
         cache_key(token, account_header),
         found,
