@@ -17,7 +17,7 @@ iam_app = typer.Typer(
 )
 
 #: the modules that add commands to ``fedlake iam`` (each has ``register(iam_app)``)
-_PARTS: tuple[str, ...] = ("iam_users", "iam_tokens", "iam_issuers", "iam_embargo")
+_PARTS: tuple[str, ...] = ("iam_users", "iam_tokens", "iam_issuers", "iam_embargo", "iam_policy")
 
 
 def register(app: typer.Typer) -> None:

@@ -112,3 +112,17 @@ class IamClient:
     def audit(self, **filters: Any) -> list[dict[str, Any]]:
         params = {k: v for k, v in filters.items() if v is not None}
         return list(self._json("GET", "/iam/audit", params=params))
+
+    # --- namespace rules (policy v2, docs/policy.md) ----------------------------------
+
+    def add_policy(
+        self, group: str, action: str, scope: str, *, name_prefix: str | None = None
+    ) -> dict[str, Any]:
+        body = {"group": group, "action": action, "scope": scope, "name_prefix": name_prefix}
+        return dict(self._json("POST", "/iam/policies", body=body))
+
+    def list_policies(self, group: str | None = None) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/iam/policies", params={"group": group} if group else {}))
+
+    def remove_policy(self, rule_id: int) -> None:
+        self._json("DELETE", f"/iam/policies/{rule_id}")

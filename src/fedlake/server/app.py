@@ -16,6 +16,7 @@ from fedlake.server.routes import (
     embargo,
     files,
     iam,
+    iam_policies,
     oidc,
     replicas,
     rses,
@@ -42,7 +43,7 @@ def create_app(lake: Lake) -> FastAPI:
     # RSE route matches), so their order only decides how many routes a request is matched
     # against: the hot ones (DIDs, replicas) come first
     modules = (dids, replicas, rules, files, core, accounts, rses, transfers, subscriptions, iam)
-    for module in (*modules, embargo, trust, oidc):
+    for module in (*modules, embargo, iam_policies, trust, oidc):
         app.include_router(module.router)
     app.add_exception_handler(LakeError, handle_lake_error)
     app.add_exception_handler(HTTPException, handle_http_exception)
