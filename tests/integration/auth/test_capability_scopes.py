@@ -1,0 +1,127 @@
+"""Capability scopes on API calls (policy v2, docs/policy.md): a token carrying WLCG
+``storage.*`` scopes may do to a DID ``scope:name`` only what a capability on its path
+``/scope/name`` (or a path above it) grants, on top of the identity policy, for tokens of
+the lake's own issuer and of a trusted external issuer.
+
+alice owns scope ``foo`` (DIDs ``bar``, ``bargain``, ``other``); root owns ``atlas``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from fedlake.auth.policy import Caller
+from fedlake.bootstrap import Lake
+from fedlake.services import accounts
+from fedlake.services import dids as did_svc
+from tests.helpers import ndjson, post
+from tests.issuer_app import WLCG_ANY, TestIssuer, run_issuer
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[TestIssuer]:
+    with run_issuer() as iss:
+        yield iss
+
+
+@pytest.fixture
+def world(lake: Lake, root: Caller) -> None:
+    accounts.add_account(lake, root, "alice", "USER", "alice@example.org")
+    accounts.add_scope(lake, root, "foo", "alice")
+    accounts.add_scope(lake, root, "atlas", "root")
+    alice = Caller("alice")
+    did_svc.add_dids(lake, alice, [{"scope": "foo", "name": n} for n in ("bar", "bargain")])
+    did_svc.add_dids(lake, alice, [{"scope": "foo", "name": "other"}])
+    did_svc.add_dids(lake, root, [{"scope": "atlas", "name": "ds"}])
+
+
+def as_alice(api: TestClient, scope: str) -> TestClient:
+    """A client holding a token of the lake for alice with exactly ``scope``."""
+    r = api.post("/iam/tokens", json={"account": "alice", "scope": scope})
+    assert r.status_code == 201, r.text
+    headers = {"X-Rucio-Auth-Token": r.json()["access_token"]}
+    return TestClient(api.app, raise_server_exceptions=False, headers=headers)
+
+
+def refused(r: Any, needed: str) -> None:
+    assert (r.status_code, r.headers.get("ExceptionClass")) == (401, "AccessDenied"), r.text
+    assert needed in r.json()["ExceptionMessage"], r.text
+
+
+def test_reading_needs_storage_read_on_the_did_path(api: TestClient, world: None) -> None:
+    client = as_alice(api, "openid storage.read:/foo/bar")
+    assert client.get("/dids/foo/bar").status_code == 200
+    assert client.get("/dids/foo/bar/meta").status_code == 200
+    # /foo/bar does not cover /foo/bargain, nor anything outside /foo/bar
+    refused(client.get("/dids/foo/bargain"), "storage.read:/foo/bargain")
+    refused(client.get("/dids/foo/other/meta"), "storage.read:/foo/other")
+    refused(client.get("/dids/atlas/ds"), "storage.read:/atlas/ds")
+    r = post(client, "/replicas/list", {"dids": [{"scope": "foo", "name": "bargain"}]})
+    refused(r, "storage.read:/foo/bargain")
+    # a listing of the scope shows only what the token may read; another scope is refused
+    r = client.get("/dids/foo/dids/search?name=*")
+    assert r.status_code == 200, r.text
+    assert ndjson(r) == ["bar"]
+    refused(client.get("/dids/atlas/dids/search?name=*"), "storage.read:/atlas")
+
+
+def test_a_capability_on_the_scope_covers_all_its_dids(api: TestClient, world: None) -> None:
+    client = as_alice(api, "storage.read:/foo")
+    r = client.get("/dids/foo/dids/search?name=*")
+    assert sorted(ndjson(r)) == ["bar", "bargain", "other"]
+    refused(client.get("/dids/atlas/ds"), "storage.read:/atlas/ds")
+
+
+def test_writing_needs_create_or_modify(api: TestClient, world: None) -> None:
+    reader = as_alice(api, "storage.read:/foo")
+    refused(post(reader, "/dids/foo/new", {"type": "DATASET"}), "storage.create:/foo/new")
+    creator = as_alice(api, "storage.create:/foo")
+    assert post(creator, "/dids/foo/new", {"type": "DATASET"}).status_code == 201
+    file = {"scope": "foo", "name": "f1", "bytes": 1, "adler32": "00000001"}
+    r = post(creator, "/replicas", {"rse": "LOCAL-DISK", "files": [file]})
+    assert r.status_code == 201, r.text
+    r = post(creator, "/dids/foo/new/dids", {"dids": [{"scope": "foo", "name": "f1"}]})
+    assert r.status_code == 201, r.text
+    # creating is not modifying: metadata, detaching and closing need storage.modify
+    refused(post(creator, "/dids/foo/new/meta/k", {"value": "v"}), "storage.modify:/foo/new")
+    body = json.dumps({"dids": [{"scope": "foo", "name": "f1"}]})
+    refused(creator.request("DELETE", "/dids/foo/new/dids", content=body), "storage.modify")
+    modifier = as_alice(api, "storage.modify:/foo/new")
+    assert post(modifier, "/dids/foo/new/meta/k", {"value": "v"}).status_code == 201
+    assert modifier.request("DELETE", "/dids/foo/new/dids", content=body).status_code == 200
+    refused(post(modifier, "/dids/foo/bar/meta/k", {"value": "v"}), "storage.modify:/foo/bar")
+
+
+def test_a_capability_never_widens_what_the_account_may_do(api: TestClient, world: None) -> None:
+    client = as_alice(api, "storage.modify:/ storage.read:/")
+    r = post(client, "/dids/atlas/mine", {"type": "DATASET"})
+    assert r.status_code == 401 and "owned by root" in r.json()["ExceptionMessage"]
+    assert post(client, "/dids/foo/mine", {"type": "DATASET"}).status_code == 201
+
+
+def test_tokens_without_storage_scopes_are_not_limited(api: TestClient, world: None) -> None:
+    client = as_alice(api, "openid")
+    assert client.get("/dids/atlas/ds").status_code == 200
+    assert post(client, "/dids/foo/plain", {"type": "DATASET"}).status_code == 201
+
+
+def test_capabilities_of_an_external_issuer_apply(
+    api: TestClient, world: None, issuer: TestIssuer
+) -> None:
+    r = post(api, "/iam/issuers", {"issuer": issuer.url, "audiences": [WLCG_ANY]})
+    assert r.status_code == 201, r.text
+    identity = {"identity": f"SUB=alice-sub, ISS={issuer.url}", "authtype": "OIDC"}
+    r = post(api, "/accounts/alice/identities", identity | {"email": "a@example.org"})
+    assert r.status_code == 201, r.text
+    token = issuer.mint("alice-sub", scope="openid storage.read:/foo/bar")
+    client = TestClient(
+        api.app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert client.get("/dids/foo/bar").status_code == 200
+    refused(client.get("/dids/foo/bargain"), "storage.read:/foo/bargain")
+    refused(post(client, "/dids/foo/x", {"type": "DATASET"}), "storage.create:/foo/x")
