@@ -37,12 +37,20 @@ def serve(
         bool, typer.Option("--fsync", help="flush every PUT to disk before answering")
     ] = False,
     access_log: Annotated[bool, typer.Option("--access-log", help="log every request")] = False,
+    tape: Annotated[
+        bool,
+        typer.Option(
+            "--tape",
+            help="tape mode: the root is a tape emulation, with the WLCG Tape REST API "
+            "(settings: [tape] of --config)",
+        ),
+    ] = False,
 ) -> None:
     """Serve a directory over HTTP/WebDAV (GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND)."""
     import dataclasses
 
     from fedlake.domain.errors import InvalidInput
-    from fedlake.se.config import SEConfig, load_config
+    from fedlake.se.config import SEConfig, TapeConfig, load_config
     from fedlake.se.server import ServeOptions
     from fedlake.se.server import serve as run
 
@@ -52,6 +60,8 @@ def serve(
         raise typer.BadParameter(str(exc), param_hint="--config") from None
     if allow_anonymous:
         settings = dataclasses.replace(settings, allow_anonymous=True)
+    if tape and settings.tape is None:
+        settings = dataclasses.replace(settings, tape=TapeConfig())
     root = root or settings.root
     if root is None:
         raise typer.BadParameter("give the directory to serve", param_hint="--root")

@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fedlake.se import read, write
+from fedlake.se import read, tpc, write
 from fedlake.se.authz import Authorizer, Forbidden, Unauthenticated
 from fedlake.se.checksums import ChecksumStore
 from fedlake.se.config import SEConfig
@@ -36,6 +36,7 @@ METHODS: dict[str, Handler] = {
     "DELETE": write.delete,
     "MKCOL": write.mkcol,
     "MOVE": write.move,
+    "COPY": tpc.copy,  # HTTP third-party copy
 }
 
 log = logging.getLogger("fedlake.se")
@@ -79,10 +80,22 @@ class SEApp:
     def __init__(self, ctx: Context, methods: dict[str, Handler] | None = None) -> None:
         self.ctx = ctx
         self.methods = dict(METHODS if methods is None else methods)
+        self.routes: list[tuple[str, Handler]] = []  # path prefixes served whatever the method
 
     def add_method(self, name: str, handler: Handler) -> None:
         """Serve ``name`` with ``handler`` (e.g. ``COPY`` for HTTP third-party copy)."""
         self.methods[name.upper()] = handler
+
+    def add_route(self, prefix: str, handler: Handler) -> None:
+        """Serve ``prefix`` and every path below it with ``handler``, for every method
+        (the WLCG Tape REST API of tape mode: ``se.tape_rest``)."""
+        self.routes.append((prefix.rstrip("/"), handler))
+
+    def _handler(self, req: Request) -> Handler | None:
+        for prefix, handler in self.routes:
+            if req.path == prefix or req.path.startswith(prefix + "/"):
+                return handler
+        return self.methods.get(req.method)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -91,7 +104,7 @@ class SEApp:
         if scope["type"] != "http":
             return
         req = Request(self.ctx, scope, receive, send)
-        handler = self.methods.get(req.method)
+        handler = self._handler(req)
         try:
             if handler is None:
                 allow = ", ".join(self.methods)
@@ -147,6 +160,10 @@ def create_app(
     """The SE application serving ``root`` with ``config`` (defaults: nothing trusted,
     no areas; set ``allow_anonymous`` for an open server)."""
     config = config or SEConfig()
+    if config.tape is not None:  # tape mode: the root is a tape emulation (se.tape_rest)
+        from fedlake.se.tape_rest import tape_app
+
+        return tape_app(root, config, fsync=fsync)
     resolver = Resolver(Path(root))
     ctx = Context(
         config=config,

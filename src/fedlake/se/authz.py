@@ -12,11 +12,12 @@ Authorization, in this order:
 2. A token carrying WLCG storage scopes: the scopes alone decide
    (:mod:`fedlake.auth.capabilities`): ``storage.read`` for reading and listing,
    ``storage.create`` for new files and collections, ``storage.modify`` for overwriting,
-   deleting and moving.
+   deleting and moving, ``storage.stage`` (which includes read) for staging from tape.
 3. Otherwise the storage area with the longest path prefix covering the path decides with
    its ordered policies: the first policy whose ``who`` matches the caller (a group of
    the token's ``wlcg.groups``, ``any-authenticated``, or ``anonymous``, which matches
-   everyone) and lists the action (``read``; ``write`` for create and modify) allows it,
+   everyone) and lists the action (``read`` for read and stage; ``write`` for create and
+   modify) allows it,
    or refuses it when marked ``deny``. No area, or no matching policy: refused.
 
 A refusal is :class:`Unauthenticated` (401) for a caller without a token, so clients know
@@ -64,8 +65,8 @@ class Caller:
 
 ANONYMOUS_CALLER = Caller(False)
 
-#: the policy action each operation needs
-_ACTION = {"read": "read", "create": "write", "modify": "write"}
+#: the policy action each operation needs (staging from tape is a read: docs/se.md#tape-mode)
+_ACTION = {"read": "read", "create": "write", "modify": "write", "stage": "read"}
 
 
 def _covers(prefix: str, path: str) -> bool:

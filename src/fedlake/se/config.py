@@ -23,6 +23,14 @@ bad values, naming the key and what to write instead.
       { who = "any-authenticated", actions = ["read"] },
       { who = "anonymous", actions = ["write"], deny = true },
     ]
+
+    [tape]                      # tape mode (docs/se.md#tape-mode): the root is a tape emulation
+    recall_latency = 2.0        # seconds before a recall completes, plus size / recall_throughput
+    recall_throughput = 200e6   # bytes per second
+    buffer_bytes = 10737418240  # disk buffer of online copies
+    write_pin = 300.0           # seconds a file written through the tape emulation stays pinned
+    sitename = "fedlake"        # the WLCG Tape REST API discovery document's sitename
+    description = "..."
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any
 from fedlake.auth.capabilities import normalise_path
 from fedlake.auth.trust import ALLOWED_ALGORITHMS, DEFAULT_ALGORITHMS, WLCG_ANY_AUDIENCE
 from fedlake.domain.errors import InvalidInput
+from fedlake.se.tpc_config import TPCConfig, parse_tpc
 
 __all__ = [
     "ACTIONS",
@@ -44,6 +53,7 @@ __all__ = [
     "IssuerEntry",
     "Policy",
     "SEConfig",
+    "TapeConfig",
     "load_config",
     "parse_config",
 ]
@@ -81,12 +91,26 @@ class Area:
 
 
 @dataclass(frozen=True, slots=True)
+class TapeConfig:
+    """Tape mode: the options of the tape emulation and of the WLCG Tape REST API."""
+
+    recall_latency: float = 2.0
+    recall_throughput: float = 200e6
+    buffer_bytes: int = 10 * 1024**3
+    write_pin: float = 300.0
+    sitename: str = "fedlake"
+    description: str = "fedlake storage element in tape mode (emulated tape)"
+
+
+@dataclass(frozen=True, slots=True)
 class SEConfig:
     root: Path | None = None
     allow_anonymous: bool = False
     put_md5: bool = False
     issuers: tuple[IssuerEntry, ...] = ()
     areas: tuple[Area, ...] = field(default=())
+    tpc: TPCConfig = field(default_factory=TPCConfig)  # HTTP third-party copy (se.tpc)
+    tape: TapeConfig | None = None  # tape mode when set
 
 
 def _fail(where: str, msg: str) -> InvalidInput:
@@ -173,9 +197,43 @@ def _area(raw: Any, where: str) -> Area:
     return Area(clean, tuple(_policy(p, f"{where}.policies[{i}]") for i, p in enumerate(policies)))
 
 
+def _number(
+    table: dict[str, Any], key: str, where: str, default: float, *, positive: bool
+) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise _fail(where, f"{key} must be a number, not {value!r}")
+    if value < 0 or (positive and value == 0) or value == float("inf"):
+        raise _fail(
+            where, f"{key} must be a finite number {'above' if positive else 'of at least'} 0"
+        )
+    return float(value)
+
+
+def _tape(raw: Any, where: str) -> TapeConfig:
+    if not isinstance(raw, dict):
+        raise _fail(where, "must be a table")
+    known = {f for f in TapeConfig.__dataclass_fields__}
+    _only(raw, known, where)
+    d = TapeConfig()
+    buffer_bytes = _number(raw, "buffer_bytes", where, d.buffer_bytes, positive=True)
+    if not buffer_bytes.is_integer():
+        raise _fail(where, f"buffer_bytes must be whole bytes, not {buffer_bytes!r}")
+    return TapeConfig(
+        recall_latency=_number(raw, "recall_latency", where, d.recall_latency, positive=False),
+        recall_throughput=_number(
+            raw, "recall_throughput", where, d.recall_throughput, positive=True
+        ),
+        buffer_bytes=int(buffer_bytes),
+        write_pin=_number(raw, "write_pin", where, d.write_pin, positive=False),
+        sitename=_typed(raw, "sitename", str, where, d.sitename) or d.sitename,
+        description=_typed(raw, "description", str, where, d.description),
+    )
+
+
 def parse_config(data: dict[str, Any]) -> SEConfig:
     """An SEConfig from the parsed TOML document; InvalidInput names what is wrong."""
-    _only(data, {"server", "issuers", "areas"}, "top level")
+    _only(data, {"server", "issuers", "areas", "tape", "tpc"}, "top level")
     server = data.get("server", {})
     if not isinstance(server, dict):
         raise _fail("[server]", "must be a table")
@@ -199,6 +257,8 @@ def parse_config(data: dict[str, Any]) -> SEConfig:
         put_md5=_typed(server, "put_md5", bool, "[server]", False),
         issuers=parsed_issuers,
         areas=parsed_areas,
+        tpc=parse_tpc(data["tpc"]) if "tpc" in data else TPCConfig(),
+        tape=_tape(data["tape"], "[tape]") if "tape" in data else None,
     )
 
 
