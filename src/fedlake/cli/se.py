@@ -17,7 +17,7 @@ se_app = typer.Typer(
 )
 
 #: the modules that add commands to ``fedlake se`` (each has ``register(se_app)``)
-_PARTS: tuple[str, ...] = ("se_serve",)
+_PARTS: tuple[str, ...] = ("se_serve", "se_cache")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,9 +17,11 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -43,10 +45,16 @@ class ServeOptions:
     fsync: bool = False
     access_log: bool = False
     log_level: str = "warning"
+    #: builds another ASGI application in each worker (the read-through cache) instead of
+    #: the SE serving ``root``
+    app_factory: Callable[[], Any] | None = None
 
 
 def _uvicorn_config(options: ServeOptions) -> uvicorn.Config:
-    app = create_app(options.root, options.config, fsync=options.fsync)
+    if options.app_factory is not None:
+        app = options.app_factory()
+    else:
+        app = create_app(options.root, options.config, fsync=options.fsync)
     return uvicorn.Config(
         app,
         host=options.host,
@@ -55,7 +63,8 @@ def _uvicorn_config(options: ServeOptions) -> uvicorn.Config:
         loop="uvloop",
         lifespan="on",
         access_log=options.access_log,
-        log_level=options.log_level,
+        # uvicorn writes access lines at level info: --access-log would print nothing
+        log_level="info" if options.access_log else options.log_level,
         ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
         ssl_keyfile=str(options.tls_key) if options.tls_key else None,
         timeout_keep_alive=30,
