@@ -31,7 +31,7 @@ from fedlake.se.paths import Resolved
 from fedlake.storage.backends.posix import TMP_MARK, is_temporary
 from fedlake.storage.checksums import adler32
 
-__all__ = ["delete", "mkcol", "move", "put"]
+__all__ = ["AtomicFile", "DigestMismatch", "delete", "mkcol", "move", "parent_dir", "put"]
 
 BLOCK = 4 * 1024 * 1024  # bodies are written in blocks of this size (by a worker thread)
 
@@ -78,7 +78,7 @@ def _expected_digests(req: Request) -> dict[str, str]:
     return expected
 
 
-def _parent_dir(target: Resolved) -> str:
+def parent_dir(target: Resolved) -> str:
     """The existing directory the target goes in (HTTP 409 when missing)."""
     parent = os.path.dirname(target.entry)
     if not os.path.isdir(parent):
@@ -118,11 +118,75 @@ async def _receive_into(req: Request, sink: _Sink) -> bool:
                 await pending
 
 
+class DigestMismatch(ValueError):
+    """The bytes written do not have the checksums they were said to have."""
+
+
+class AtomicFile:
+    """A file written under a temporary name next to ``target`` and renamed onto it only by
+    :meth:`commit`; closing it without a commit removes the temporary (nothing is left).
+
+    PUT and the pull of HTTP third-party copy (``se.tpc``) both write through it: adler32
+    always (md5 when ``md5``) is computed as the bytes are written, and stored with the
+    file, so ``Want-Digest`` is answered at once afterwards.
+    """
+
+    def __init__(self, req: Request, target: Resolved, parent: str, *, md5: bool) -> None:
+        self.ctx = req.ctx
+        self.target = target
+        self.tmp = os.path.join(parent, f".{target.name}{TMP_MARK}{secrets.token_hex(6)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.fd = os.open(self.tmp, flags, 0o666)
+        self.sink = _Sink(self.fd, md5=md5, fsync=req.ctx.fsync)
+        self.committed = False
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if not self.committed:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+
+    async def finish(self, expected: dict[str, str]) -> dict[str, str]:
+        """The checksums of what was written; DigestMismatch when one of ``expected``
+        (algorithm -> hex) differs."""
+        sink = self.sink
+        got = await self.ctx.run(sink.finish) if sink.fsync else sink.finish()
+        wrong = [f"{k} is {got[k]}, not {v}" for k, v in expected.items() if got.get(k) != v]
+        if wrong:
+            raise DigestMismatch("; ".join(wrong))
+        return got
+
+    def commit(self, checksums: dict[str, str], *, no_replace: bool = False) -> None:
+        """Give the file its name (FileExistsError with ``no_replace`` when it exists)."""
+        st = os.fstat(self.fd)
+        in_xattr = self.ctx.store.put(self.fd, st, checksums)
+        os.close(self.fd)
+        self.fd = -1
+        entry = self.target.entry
+        if no_replace:
+            os.link(self.tmp, entry, follow_symlinks=False)
+            self.committed = True
+            os.unlink(self.tmp)
+        else:
+            os.replace(self.tmp, entry)
+            self.committed = True
+        if not in_xattr:
+            self.ctx.store.put(entry, st, checksums)
+
+
 async def put(req: Request) -> None:
     target = req.resolve()
     if target.is_root or req.path.endswith("/"):
         raise HTTPError(405, "PUT needs a file name, not a collection")
-    parent = _parent_dir(target)
+    parent = parent_dir(target)
     existing = os.path.lexists(target.entry)
     if existing and os.path.isdir(target.entry):
         raise HTTPError(405, f"{target.url_path} is a collection; PUT writes files only")
@@ -131,43 +195,21 @@ async def put(req: Request) -> None:
     if no_replace and existing:
         raise HTTPError(412, f"{target.url_path} exists (If-None-Match: *)")
     expected = _expected_digests(req)
-    tmp = os.path.join(parent, f".{target.name}{TMP_MARK}{secrets.token_hex(6)}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o666)
-    renamed = False
-    try:
-        sink = _Sink(fd, md5=req.ctx.put_md5 or "md5" in expected, fsync=req.ctx.fsync)
-        if not await _receive_into(req, sink):
+    with AtomicFile(req, target, parent, md5=req.ctx.put_md5 or "md5" in expected) as out:
+        if not await _receive_into(req, out.sink):
             return  # the client went away: nobody to answer, nothing kept
-        got = await req.ctx.run(sink.finish) if sink.fsync else sink.finish()
-        wrong = [f"{k} is {got[k]}, not {v}" for k, v in expected.items() if got.get(k) != v]
-        if wrong:
+        try:
+            got = await out.finish(expected)
+        except DigestMismatch as exc:
             raise HTTPError(
                 400,
-                f"Digest mismatch for {target.url_path}: the {sink.size} bytes received have "
-                f"{'; '.join(wrong)}; nothing was stored",
-            )
-        st = os.fstat(fd)
-        in_xattr = req.ctx.store.put(fd, st, got)
-        os.close(fd)
-        fd = -1
-        if no_replace:
-            try:
-                os.link(tmp, target.entry, follow_symlinks=False)
-            except FileExistsError:
-                raise HTTPError(412, f"{target.url_path} exists (If-None-Match: *)") from None
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, target.entry)
-        renamed = True
-        if not in_xattr:
-            req.ctx.store.put(target.entry, st, got)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if not renamed:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                f"Digest mismatch for {target.url_path}: the {out.sink.size} bytes received "
+                f"have {exc}; nothing was stored",
+            ) from None
+        try:
+            out.commit(got, no_replace=no_replace)
+        except FileExistsError:
+            raise HTTPError(412, f"{target.url_path} exists (If-None-Match: *)") from None
     await req.respond(204 if existing else 201)
 
 
@@ -177,7 +219,7 @@ async def mkcol(req: Request) -> None:
         raise HTTPError(415, "MKCOL takes no request body")
     if os.path.lexists(target.entry):
         raise HTTPError(405, f"{target.url_path} already exists")
-    _parent_dir(target)
+    parent_dir(target)
     req.authorize("create", target)
     try:
         os.mkdir(target.entry)
@@ -225,7 +267,7 @@ async def move(req: Request) -> None:
         raise HTTPError(403, "MOVE to the root or onto itself is refused")
     if dest.fs_path.startswith(source.fs_path.rstrip("/") + "/"):
         raise HTTPError(409, "a collection cannot be moved into itself")
-    _parent_dir(dest)
+    parent_dir(dest)
     replaced = os.path.lexists(dest.entry)
     req.authorize(_operation(source, replacing_with_temporary=replaced), source)
     req.authorize("modify" if replaced else "create", dest)
