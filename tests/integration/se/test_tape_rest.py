@@ -10,6 +10,7 @@ with fixed sleeps.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from tests.issuer_app import WLCG_ANY, TestIssuer, run_issuer
+from tests.servers import require_program
 from tests.servers.fedlake_se import SEServer, running_se
 
 FAST = """
@@ -197,6 +199,37 @@ def test_release_lets_the_pinned_copy_go(fast: SEServer, http: httpx.Client) -> 
     assert doc["files"][0]["state"] == "COMPLETED" and doc["files"][0]["onDisk"] is False
     r = http.post(fast.url(f"/api/v1/release/{second}"), json={"paths": ["/big/b.raw"]})
     assert r.status_code == 200
+
+
+def gfal(*args: str) -> str:
+    """A gfal2 command (scripts/components.d/gfal.sh installs them); its stdout."""
+    program = require_program(f"gfal-{args[0]}", "bash scripts/components.d/gfal.sh")
+    env = {**os.environ, "GFAL_PYTHONBIN": "/usr/bin/python3"}
+    result = subprocess.run(
+        [program, *args[1:]], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_gfal2_stages_reads_and_evicts(fast: SEServer, http: httpx.Client) -> None:
+    """gfal2's own Tape REST API client: discovery, archiveinfo (user.status), stage and
+    poll (bringonline), GET, release (evict with the request id)."""
+    put(http, fast, "/gfal/t.raw", b"from tape")
+    url = fast.url("/gfal/t.raw")
+    assert gfal("xattr", url, "taperestapi.uri").strip() == fast.url("/api/v1")
+    assert gfal("xattr", url, "user.status").strip() == "NEARLINE"
+    out = gfal("bringonline", "--pin-lifetime", "600", "--polling-timeout", "30", url)
+    assert f"{url} READY" in out
+    assert gfal("xattr", url, "user.status").strip() == "ONLINE_AND_NEARLINE"
+    assert gfal("cat", url) == "from tape"
+    (stored,) = [
+        p for p in (fast.root / "stage-requests").glob("*.json") if '"/gfal/t.raw"' in p.read_text()
+    ]
+    gfal("evict", url, stored.stem)
+    doc = status(http, fast, stored.stem)
+    assert doc["files"][0]["state"] == "COMPLETED"
+    assert doc["files"][0]["onDisk"] is True  # unpinned, not evicted: the buffer has room
 
 
 # --- cancel and delete (recalls never due during the test) ----------------------------------

@@ -200,3 +200,18 @@ def test_staging_is_a_read_for_area_policies() -> None:
         authorizer.check(Caller(True, "bob", "https://iam", groups=("/atlas",)), "stage", "/cms/a")
     with pytest.raises(Unauthenticated):
         authorizer.check(ANONYMOUS_CALLER, "stage", "/cms/a.root")
+
+
+def test_the_tape_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedlake.cli import se_serve
+    from fedlake.se import server
+
+    seen: list[server.ServeOptions] = []
+    monkeypatch.setattr(server, "serve", seen.append)
+    se_serve.serve(root=tmp_path, allow_anonymous=True, tape=True)
+    se_serve.serve(root=tmp_path, allow_anonymous=True)
+    assert seen[0].config.tape == TapeConfig() and seen[1].config.tape is None
+    config = tmp_path / "se.toml"
+    config.write_text("[tape]\nrecall_latency = 0.5\n")
+    se_serve.serve(root=tmp_path, allow_anonymous=True, config=config, tape=True)
+    assert seen[2].config.tape == TapeConfig(recall_latency=0.5)  # the file's table wins
