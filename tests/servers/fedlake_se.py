@@ -45,13 +45,15 @@ def running_se(
     tls: tuple[Path, Path] | None = None,
     workers: int = 1,
     root: Path | None = None,
+    port: int | None = None,
 ) -> Iterator[SEServer]:
-    """One ``fedlake se serve`` process; ``config`` is the TOML text of ``--config``."""
+    """One ``fedlake se serve`` process; ``config`` is the TOML text of ``--config``
+    (``port``: where to listen, when the configuration must name it; default a free one)."""
     with tempfile.TemporaryDirectory(prefix="fedlake-se-") as tmp:
         base = Path(tmp)
         served = root or base / "root"
         served.mkdir(exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         argv = [sys.executable, "-m", "fedlake.cli", "se", "serve", "--root", str(served)]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
         if anonymous:

@@ -151,6 +151,27 @@ class TokenService:
             claims["client_id"] = client_id
         return self._sign(claims, "JWT"), exp
 
+    def issue_storage(
+        self, scope: str, audience: str, *, lifetime: int, subject: str = "fedlake-transfers"
+    ) -> str:
+        """A token for a storage endpoint only: WLCG storage scopes (``storage.read:/p``...),
+        the endpoint as audience and no ``fedlake.account``, so the lake's own API refuses
+        it (another audience, no account). The transfer engine presents such tokens to the
+        storage it copies from and to."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "wlcg.ver": "1.0",
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "jti": uuid.uuid4().hex,
+            "scope": scope,
+        }
+        return self._sign(claims, "JWT")
+
     def issue_id_token(
         self,
         subject: str,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fedlake.bootstrap import Lake, run_dir
 from fedlake.daemons.runner import Daemon
+from fedlake.transfers.storage_tokens import StorageTokens
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
 
 __all__ = ["TransferDaemon", "TransferProcess", "worker_config"]
@@ -35,7 +36,9 @@ class TransferDaemon(Daemon):
 
     def __init__(self, lake: Lake, threads: int | None = None) -> None:
         super().__init__(lake)
-        self.worker = TransferWorker(lake.db, worker_config(lake, threads))
+        # storage that needs tokens gets ones minted for each copy by the lake's issuer
+        tokens = StorageTokens(lake.tokens)
+        self.worker = TransferWorker(lake.db, worker_config(lake, threads), tokens=tokens)
 
     def run_once(self) -> int:  # the worker is event-driven; nothing to do per round
         return 0
@@ -84,6 +87,7 @@ class TransferProcess(Daemon):
         env = dict(os.environ)
         env["FEDLAKE_DATA_DIR"] = str(s.data_dir)
         env["FEDLAKE_DATABASE_URL"] = s.database_url
+        env["FEDLAKE_PUBLIC_URL"] = s.public_url  # the issuer of the storage tokens it mints
         log_path = Path(s.data_dir) / "transfers.log"
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(

@@ -2,7 +2,9 @@
 
 Returns an :class:`~fedlake.catalog.transfers.Outcome`; never raises for storage errors.
 A failed copy leaves no destination file: plugins write atomically, and a third-party copy
-whose checksum does not match is deleted here.
+whose checksum does not match is deleted here. With :class:`StorageTokens`, calls to
+token-aware storage (davs/https/http) carry a token minted for this copy
+(``transfers.storage_tokens``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from fedlake.domain.errors import ChecksumMismatch
 from fedlake.domain.timefmt import utcnow
 from fedlake.storage.backends.posix import PosixStorage, SourceReadError
 from fedlake.storage.base import Stageable
+from fedlake.storage.credentials import bearer
 from fedlake.transfers.endpoints import Endpoint, Endpoints
 from fedlake.transfers.errors import SourceError, backoff, classify
+from fedlake.transfers.storage_tokens import TOKEN_SCHEMES, StorageTokens
 
 __all__ = ["Copier"]
 
@@ -40,9 +44,28 @@ def _tpc_pair(src: list[Endpoint], dst: list[Endpoint]) -> tuple[Endpoint, Endpo
 
 
 class Copier:
-    def __init__(self, endpoints: Endpoints, *, stage_poll: float = STAGE_POLL) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        stage_poll: float = STAGE_POLL,
+        tokens: StorageTokens | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.stage_poll = stage_poll
+        self.tokens = tokens
+
+    def _tokens(
+        self, s: Endpoint, src: str, d: Endpoint, dst: str
+    ) -> tuple[str | None, str | None]:
+        """The source's and the destination's token for this copy (None: none needed)."""
+        if self.tokens is None:
+            return None, None
+        source = self.tokens.source(s.url(src)) if s.scheme in TOKEN_SCHEMES else None
+        dest = None
+        if d.scheme in TOKEN_SCHEMES:
+            dest = self.tokens.destination(d.url(dst), d.url(""))
+        return source, dest
 
     def run(self, c: Claimed) -> Outcome:
         started = utcnow()
@@ -142,12 +165,23 @@ class Copier:
         pair = _tpc_pair(srcs, dsts)
         if pair is not None:
             s, d = pair
-            self._verify_source(c, s, src_path)
-            d.storage.third_party_copy(s.url(src_path), d.url(dest_path), overwrite=True)
-            self._verify_dest(c, d, dest_path)
+            src_token, dest_token = self._tokens(s, src_path, d, dest_path)
+            with bearer(src_token):
+                self._verify_source(c, s, src_path)
+            with bearer(dest_token):
+                d.storage.third_party_copy(
+                    s.url(src_path),
+                    d.url(dest_path),
+                    overwrite=True,
+                    source_token=src_token,
+                    dest_token=dest_token,
+                )
+                self._verify_dest(c, d, dest_path)
             return True
         s, d = srcs[0], dsts[0]
-        self._verify_source(c, s, src_path)
+        src_token, dest_token = self._tokens(s, src_path, d, dest_path)
+        with bearer(src_token):
+            self._verify_source(c, s, src_path)
         src_url = s.url(src_path)
         if isinstance(s.storage, PosixStorage) and isinstance(d.storage, PosixStorage):
             # both on this host: the kernel copies, the stored copy is verified in place
@@ -163,8 +197,11 @@ class Copier:
             except Exception as exc:
                 raise SourceError(exc) from exc
 
-        # the plugin verifies bytes and checksums before the copy becomes visible
-        d.storage.write(d.url(dest_path), chunks(), expected=expected, overwrite=True)
+        # the plugin verifies bytes and checksums before the copy becomes visible; a token
+        # is in force for the whole write, so only one side may need one (the usual case:
+        # both sides speaking tokens pair up for a third-party copy above)
+        with bearer(dest_token or src_token):
+            d.storage.write(d.url(dest_path), chunks(), expected=expected, overwrite=True)
         return False
 
     def _verify_source(self, c: Claimed, s: Endpoint, path: str) -> None:

@@ -34,6 +34,7 @@ from fedlake.transfers.copier import Copier
 from fedlake.transfers.endpoints import Endpoints
 from fedlake.transfers.optimizer import Optimizer
 from fedlake.transfers.scheduler import Scheduler
+from fedlake.transfers.storage_tokens import StorageTokens
 
 __all__ = ["TransferWorker", "WorkerConfig"]
 
@@ -54,13 +55,19 @@ class WorkerConfig:
 
 
 class TransferWorker:
-    def __init__(self, db: Database, config: WorkerConfig | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        config: WorkerConfig | None = None,
+        *,
+        tokens: StorageTokens | None = None,
+    ) -> None:
         self.db = db
         self.config = config or WorkerConfig()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.endpoints = Endpoints(db, ttl=self.config.refresh, global_max=self.config.global_max)
         self.scheduler = Scheduler(db, self.endpoints, self.owner, lease=self.config.lease)
-        self.copier = Copier(self.endpoints, stage_poll=self.config.stage_poll)
+        self.copier = Copier(self.endpoints, stage_poll=self.config.stage_poll, tokens=tokens)
         self.optimizer = Optimizer(
             db, interval=self.config.optimizer_interval, ceiling=self.config.global_max or 1000
         )

@@ -73,6 +73,7 @@ from fedlake.storage.backends._dav import (
 from fedlake.storage.backends.posix import is_temporary
 from fedlake.storage.base import StatResult, Storage, TransientStorageError
 from fedlake.storage.checksums import checksummer, verify_digest
+from fedlake.storage.credentials import current_bearer
 
 __all__ = ["ENV_TOKEN", "HttpStorage", "HttpsStorage", "WebDAVStorage", "http_url", "parse_digest"]
 
@@ -190,8 +191,9 @@ class WebDAVStorage(Storage):
     def headers(
         self, token: str | None = None, extra: dict[str, str] | None = None
     ) -> httpx.Headers:
-        """Authorization (``token`` or the instance's) plus ``extra`` (UTF-8 values allowed)."""
-        bearer = token if token is not None else self.token
+        """Authorization (``token``, else the one of ``fedlake.storage.credentials.bearer``
+        in force, else the instance's) plus ``extra`` (UTF-8 values allowed)."""
+        bearer = token if token is not None else (current_bearer() or self.token)
         out = httpx.Headers({"Authorization": f"Bearer {bearer}"} if bearer else {})
         for key, value in (extra or {}).items():
             out[key] = value
