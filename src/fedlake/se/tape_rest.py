@@ -274,13 +274,14 @@ class TapeREST:
         owner = str(req.caller)
 
         def submit() -> StageRequest:
+            # every path first: a refusal (a link out of the root) leaves nothing staged
+            problems = [self._kind(f.path) for f in files]
             now = now_seconds()
             entries: list[dict[str, Any]] = []
-            for f in files:
+            for f, problem in zip(files, problems, strict=True):
                 entry: dict[str, Any] = {"path": f.path, "pin": f.pin_seconds}
                 if f.metadata is not None:
                     entry["targetedMetadata"] = f.metadata
-                problem = self._kind(f.path)
                 if problem is None:
                     try:
                         self.tape.stage(self._url(f.path), pin_seconds=f.pin_seconds)

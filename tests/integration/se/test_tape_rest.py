@@ -10,6 +10,7 @@ with fixed sleeps.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -303,8 +304,14 @@ def test_bad_bodies_are_400_with_a_reason(slow: SEServer, http: httpx.Client) ->
 
 def test_a_symbolic_link_out_of_the_root_is_refused(slow: SEServer, http: httpx.Client) -> None:
     (slow.root / "tape" / "escape").symlink_to("/etc/passwd")
-    r = http.post(slow.url("/api/v1/stage"), json={"files": [{"path": "/escape"}]})
+    put(http, slow, "/s/first", b"data")
+    files = [{"path": "/s/first"}, {"path": "/escape"}]
+    r = http.post(slow.url("/api/v1/stage"), json={"files": files})
     assert r.status_code == 403
+    assert "outside" in r.json()["detail"]
+    state = slow.root / "state.sqlite"  # the emulation's: no recall was asked for /s/first
+    with sqlite3.connect(state) as con:
+        assert con.execute("SELECT COUNT(*) FROM recalls WHERE path = 's/first'").fetchone() == (0,)
     r = http.post(slow.url("/api/v1/archiveinfo"), json={"paths": ["/escape"]})
     assert r.status_code == 403
 
