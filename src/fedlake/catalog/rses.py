@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from fedlake.catalog._util import dumps, loads
 from fedlake.catalog.models import RSE, Replica, RSEAttribute, RSELimit, RSEProtocol, RSEUsage
+from fedlake.domain import site_caches
 from fedlake.domain.errors import (
     Duplicate,
     InvalidInput,
@@ -151,6 +152,8 @@ def attributes(session: Session, rse_id: str) -> dict[str, Any]:
 def set_attribute(session: Session, row: RSE, key: str, value: Any) -> None:
     if not key or len(key) > 100:
         raise InvalidInput("an RSE attribute key must be 1-100 characters")
+    if key == site_caches.ATTRIBUTE:
+        site_caches.parse_caches(value)  # a bad value is refused here, never met in listings
     existing = session.get(RSEAttribute, (row.id, key))
     if existing is None:
         session.add(RSEAttribute(rse_id=row.id, key=key, value=dumps(value)))

@@ -21,6 +21,7 @@ from fedlake.catalog import replicas as core
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import rules as rule_core
 from fedlake.catalog.rses import RSEInfo
+from fedlake.domain import site_caches
 from fedlake.domain.checksums import normalize_adler32, normalize_md5
 from fedlake.domain.errors import (
     AccessDenied,
@@ -165,6 +166,22 @@ class ListQuery:
         self.rse_expression: str | None = body.get("rse_expression") or None
         self.resolve_parents = opt_bool(body, "resolve_parents", "request")
         self.ignore_availability = opt_bool(body, "ignore_availability", "request", default=True)
+        self.client_ip, self.client_site = _client_location(body.get("client_location"))
+
+
+def _client_location(value: Any) -> tuple[str | None, str | None]:
+    """(ip, site) of Rucio's ``client_location`` (``{"ip", "fqdn", "site"}``; all optional)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise InvalidInput('client_location must be an object like {"ip": ..., "site": ...}')
+    found: list[str | None] = []
+    for key in ("ip", "site"):
+        item = value.get(key)
+        if item is not None and not isinstance(item, str):
+            raise InvalidInput(f"client_location.{key} must be a string")
+        found.append(item or None)
+    return found[0], found[1]
 
 
 def list_replicas(lake: Lake, caller: Caller, body: Any) -> Iterator[dict[str, Any]]:
@@ -231,10 +248,39 @@ class _PfnPlan:
             heads.sort(key=lambda h: h[2])
             self.heads[rid] = heads
         self.rank = {rid: (i.rse_type == "TAPE", i.rse) for rid, i in infos.items()}
+        self.caches = {rid: url for rid, i in infos.items() if (url := self._cache(i)) is not None}
+
+    def _cache(self, info: RSEInfo) -> str | None:
+        """The base URL of the cache this client reads ``info``'s files through, if any."""
+        value = info.attributes.get(site_caches.ATTRIBUTE)
+        if value is None:
+            return None
+        try:
+            url = site_caches.cache_for(
+                site_caches.parse_caches(value), self.q.client_ip, self.q.client_site
+            )
+        except InvalidInput:  # set before values were checked: no cache, rather than no list
+            return None
+        if url is None or (self.q.schemes and url.split(":", 1)[0] not in self.q.schemes):
+            return None
+        return url
+
+    @staticmethod
+    def _meta(info: RSEInfo, rse_id: str, domain: str) -> dict[str, Any]:
+        return {
+            "rse": info.rse,
+            "rse_id": rse_id,
+            "type": info.rse_type,
+            "volatile": info.volatile,
+            "domain": domain,
+            "priority": 0,
+            "client_extract": False,
+        }
 
     def record(self, rec: core.ReplicaRecord) -> dict[str, Any]:
         infos, q = self.infos, self.q
         pfns: dict[str, dict[str, Any]] = {}
+        cached: dict[str, dict[str, Any]] = {}  # a site's cache comes before everything else
         rses: dict[str, list[str]] = {}
         states: dict[str, str] = {}
         replicas = rec.replicas
@@ -254,18 +300,16 @@ class _PfnPlan:
             except InvalidInput:
                 continue
             rel = rel[1:] if rel.startswith("/") else rel
+            cache = self.caches.get(rse_id)
+            if cache is not None:
+                cached[cache + rel] = self._meta(info, rse_id, "wan")
+                listed.append(cache + rel)
             for head, dom, _prio in heads:
                 pfn = head + rel
-                pfns[pfn] = {
-                    "rse": info.rse,
-                    "rse_id": rse_id,
-                    "type": info.rse_type,
-                    "volatile": info.volatile,
-                    "domain": dom,
-                    "priority": 0,
-                    "client_extract": False,
-                }
+                pfns[pfn] = self._meta(info, rse_id, dom)
                 listed.append(pfn)
+        if cached:
+            pfns = cached | {k: v for k, v in pfns.items() if k not in cached}
         for i, meta in enumerate(pfns.values(), start=1):
             meta["priority"] = i
         out: dict[str, Any] = {
@@ -324,9 +368,16 @@ def datasets_at_rse(lake: Lake, caller: Caller, rse: str) -> list[dict[str, Any]
 
 
 def best_pfn(
-    lake: Lake, caller: Caller, scope: str, name: str, schemes: list[str] | None = None
+    lake: Lake,
+    caller: Caller,
+    scope: str,
+    name: str,
+    schemes: list[str] | None = None,
+    client_location: dict[str, str] | None = None,
 ) -> str:
-    """The PFN a client should read first (``/redirect``): available, disk before tape."""
+    """The PFN a client should read first (``/redirect``): its site's cache (the RSE
+    attribute ``caches``, ``fedlake.domain.site_caches``), then available, disk before
+    tape."""
     with lake.db.read() as s:
         embargo.require_visible(
             embargo.hidden(s, caller), validate_scope(scope), validate_did_name(name)
@@ -335,7 +386,11 @@ def best_pfn(
         row = did_core.get_did(s, scope, name)
         if row.did_type != "FILE":
             raise InvalidInput(f"{scope}:{name} is a {row.did_type.lower()}; redirect needs a file")
-    body = {"dids": [{"scope": scope, "name": name}], "schemes": schemes}
+    body = {
+        "dids": [{"scope": scope, "name": name}],
+        "schemes": schemes,
+        "client_location": client_location,
+    }
     for rec in list_replicas(lake, caller, body):
         for pfn in rec["pfns"]:
             return str(pfn)

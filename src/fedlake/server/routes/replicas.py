@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import iterate_in_threadpool
@@ -71,7 +72,8 @@ def _metalink_response(records: object) -> StreamingResponse:
 @router.post("/replicas/list/")
 async def list_replicas(request: Request) -> Response:
     c = await caller(request)
-    records = await threaded(svc.list_replicas, lake(request), c, await body_json(request))
+    body = _with_client_ip(request, await body_json(request))
+    records = await threaded(svc.list_replicas, lake(request), c, body)
     if _wants_metalink(request):
         return _metalink_response(records)
     return stream_response(records)
@@ -114,10 +116,29 @@ async def replicas_of_did(request: Request, rest: str) -> Response:
     return stream_response(records)
 
 
+def _with_client_ip(request: Request, body: Any) -> Any:
+    """Rucio's ``client_location.ip`` defaults to the address the request came from (it
+    picks the site's cache, ``fedlake.domain.site_caches``)."""
+    if not isinstance(body, dict) or request.client is None:
+        return body
+    where = body.get("client_location")
+    if where is None:
+        return body | {"client_location": {"ip": request.client.host}}
+    if isinstance(where, dict) and not where.get("ip"):
+        return body | {"client_location": where | {"ip": request.client.host}}
+    return body
+
+
 @router.get("/redirect/{scope}/{name}")
 async def redirect(request: Request, scope: str, name: str) -> Response:
-    """303 to the best available replica of a file (disk before tape)."""
+    """303 to the best available replica of a file: the client's site cache when its RSE
+    names one, else disk before tape. ``ip`` and ``site`` (query) say where the client is
+    (the address the request came from by default)."""
     c = await caller(request)
-    schemes = request.query_params.getlist("schemes") or None
-    pfn = await threaded(svc.best_pfn, lake(request), c, scope, name, schemes)
+    q = request.query_params
+    schemes = q.getlist("schemes") or None
+    where = {"ip": q.get("ip") or (request.client.host if request.client else None)}
+    where["site"] = q.get("site")
+    location = {k: v for k, v in where.items() if v}
+    pfn = await threaded(svc.best_pfn, lake(request), c, scope, name, schemes, location or None)
     return RedirectResponse(pfn, status_code=303)
