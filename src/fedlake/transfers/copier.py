@@ -43,6 +43,10 @@ def _tpc_pair(src: list[Endpoint], dst: list[Endpoint]) -> tuple[Endpoint, Endpo
     return None
 
 
+def _mints(e: Endpoint) -> bool:
+    return e.scheme in TOKEN_SCHEMES and not getattr(e.storage, "token", None)
+
+
 class Copier:
     def __init__(
         self,
@@ -58,13 +62,12 @@ class Copier:
     def _tokens(
         self, s: Endpoint, src: str, d: Endpoint, dst: str
     ) -> tuple[str | None, str | None]:
-        """The source's and the destination's token for this copy (None: none needed)."""
+        """The source's and the destination's token for this copy (None: none minted, for
+        a plugin that sends no tokens or has one of its own configured)."""
         if self.tokens is None:
             return None, None
-        source = self.tokens.source(s.url(src)) if s.scheme in TOKEN_SCHEMES else None
-        dest = None
-        if d.scheme in TOKEN_SCHEMES:
-            dest = self.tokens.destination(d.url(dst), d.url(""))
+        source = self.tokens.source(s.url(src)) if _mints(s) else None
+        dest = self.tokens.destination(d.url(dst), d.url("")) if _mints(d) else None
         return source, dest
 
     def run(self, c: Claimed) -> Outcome:

@@ -56,3 +56,15 @@ def test_the_copier_mints_for_token_aware_schemes_only() -> None:
     assert copier._tokens(davs, "xfer/f", root, "xfer/g") == ("token-2", None)
     assert signer.calls[1][:2] == ("storage.read:/pre/xfer/f", "https://b.example:8443")
     assert Copier(cast(Endpoints, None))._tokens(davs, "a", davs, "b") == (None, None)
+
+
+def test_a_protocol_with_its_own_token_keeps_it() -> None:
+    class Own:
+        token = "configured"
+
+    signer = Signer()
+    copier = Copier(cast(Endpoints, None), tokens=StorageTokens(signer))
+    own = Endpoint("davs", "a.example", 443, "/p", cast(Storage, Own()), 1, 1)
+    other = Endpoint("https", "b.example", 443, "/q", cast(Storage, None), 1, 1)
+    assert copier._tokens(own, "f", other, "g") == (None, "token-1")
+    assert len(signer.calls) == 1
