@@ -459,3 +459,19 @@ def test_an_unreachable_source(se_b: SEServer, http: httpx.Client) -> None:
     status, lines, _ = copy(http, dst, Source="http://127.0.0.1:1/x")
     assert status == 202
     assert lines[-1].startswith("failure: GET http://127.0.0.1:1/x failed: Couldn't connect")
+
+
+def test_a_client_that_goes_away_cancels_the_pull(
+    se_b: SEServer, source: Source, http: httpx.Client
+) -> None:
+    dst = se_b.url(fresh("gone.bin"))
+    directory = se_b.local(dst).parent
+    directory.mkdir(parents=True)
+    with http.stream("COPY", dst, headers={"Source": source.url("/slow")}) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "Perf Marker"  # under way: a temporary is being written
+        assert [p for p in directory.iterdir() if p.name.startswith(".gone.bin")]
+    deadline = time.monotonic() + 10  # closed: the SE notices, stops and cleans up
+    while leftovers(directory) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers(directory) == []
