@@ -8,6 +8,7 @@ bad values, naming the key and what to write instead.
     root = "/data"              # the served directory (the CLI's --root wins)
     allow_anonymous = false     # anyone may read and write (development and tests only)
     put_md5 = false             # compute md5 on every PUT too (adler32 always is)
+    create_parents = false      # a PUT creates missing parent collections (as MKCOL would)
 
     [[issuers]]
     issuer = "https://iam.example.org/"
@@ -107,6 +108,7 @@ class SEConfig:
     root: Path | None = None
     allow_anonymous: bool = False
     put_md5: bool = False
+    create_parents: bool = False  # PUT makes missing parent collections (se.write)
     issuers: tuple[IssuerEntry, ...] = ()
     areas: tuple[Area, ...] = field(default=())
     tpc: TPCConfig = field(default_factory=TPCConfig)  # HTTP third-party copy (se.tpc)
@@ -237,7 +239,7 @@ def parse_config(data: dict[str, Any]) -> SEConfig:
     server = data.get("server", {})
     if not isinstance(server, dict):
         raise _fail("[server]", "must be a table")
-    _only(server, {"root", "allow_anonymous", "put_md5"}, "[server]")
+    _only(server, {"root", "allow_anonymous", "put_md5", "create_parents"}, "[server]")
     root = _typed(server, "root", str, "[server]", None)
     issuers = data.get("issuers", [])
     areas = data.get("areas", [])
@@ -255,6 +257,7 @@ def parse_config(data: dict[str, Any]) -> SEConfig:
         root=Path(root) if root else None,
         allow_anonymous=_typed(server, "allow_anonymous", bool, "[server]", False),
         put_md5=_typed(server, "put_md5", bool, "[server]", False),
+        create_parents=_typed(server, "create_parents", bool, "[server]", False),
         issuers=parsed_issuers,
         areas=parsed_areas,
         tpc=parse_tpc(data["tpc"]) if "tpc" in data else TPCConfig(),

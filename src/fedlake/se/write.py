@@ -13,6 +13,11 @@ Operations needed (``se.authz``): PUT of a new name and MKCOL ``create``; PUT ov
 DELETE and MOVE ``modify`` (the destination of a MOVE: ``create``, or ``modify`` when it is
 replaced). A temporary of an upload may be moved to a new name and deleted with
 ``create``: that is how clients (ours among them) upload atomically over WebDAV.
+
+With ``create_parents`` (``[server]`` of the configuration) a PUT whose parent collection is
+missing creates it first, and any missing collection above it, as ``MKCOL`` would (each one
+authorised for ``create``), instead of answering 409: what dCache, XrdHttp and EOS do, and
+what the rucio client's WebDAV plugin needs (it takes a 409 for "the file exists").
 """
 
 from __future__ import annotations
@@ -31,7 +36,16 @@ from fedlake.se.paths import Resolved
 from fedlake.storage.backends.posix import TMP_MARK, is_temporary
 from fedlake.storage.checksums import adler32
 
-__all__ = ["AtomicFile", "DigestMismatch", "delete", "mkcol", "move", "parent_dir", "put"]
+__all__ = [
+    "AtomicFile",
+    "DigestMismatch",
+    "delete",
+    "make_parents",
+    "mkcol",
+    "move",
+    "parent_dir",
+    "put",
+]
 
 BLOCK = 4 * 1024 * 1024  # bodies are written in blocks of this size (by a worker thread)
 
@@ -86,6 +100,28 @@ def parent_dir(target: Resolved) -> str:
             409, f"the parent collection of {target.url_path} does not exist; MKCOL it first"
         )
     return parent
+
+
+def make_parents(req: Request, target: Resolved) -> Resolved:
+    """Create the missing collections above ``target``, top down, as MKCOL would: every one
+    is authorised for ``create`` before any is made; a file in the way is 409. Returns
+    ``target`` resolved again (its parent exists now)."""
+    missing: list[Resolved] = []
+    path = target.url_path.rsplit("/", 1)[0] or "/"
+    while True:
+        above = req.resolve(path)
+        if above.stat is not None:
+            if not stat.S_ISDIR(above.stat.st_mode):
+                raise HTTPError(409, f"{above.url_path} is a file, not a collection")
+            break
+        missing.append(above)
+        path = path.rsplit("/", 1)[0] or "/"
+    for collection in missing:
+        req.authorize("create", collection)
+    for collection in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another request
+            os.mkdir(collection.entry)
+    return req.resolve(target.url_path)
 
 
 async def _receive_into(req: Request, sink: _Sink) -> bool:
@@ -186,6 +222,9 @@ async def put(req: Request) -> None:
     target = req.resolve()
     if target.is_root or req.path.endswith("/"):
         raise HTTPError(405, "PUT needs a file name, not a collection")
+    if req.ctx.config.create_parents and not os.path.isdir(os.path.dirname(target.entry)):
+        req.authorize("create", target)  # a new name: a caller who may not write it makes nothing
+        target = make_parents(req, target)
     parent = parent_dir(target)
     existing = os.path.lexists(target.entry)
     if existing and os.path.isdir(target.entry):
