@@ -9,10 +9,12 @@ request's ``Digest`` / ``Content-MD5`` is renamed onto the name; anything else (
 that goes away, a mismatch, a refusal) leaves no file. The checksums are stored with the
 file, so ``Want-Digest`` is answered at once afterwards.
 
-Operations needed (``se.authz``): PUT of a new name and MKCOL ``create``; PUT over a file,
-DELETE and MOVE ``modify`` (the destination of a MOVE: ``create``, or ``modify`` when it is
-replaced). A temporary of an upload may be moved to a new name and deleted with
-``create``: that is how clients (ours among them) upload atomically over WebDAV.
+Operations needed (``se.authz``): PUT of a new name and MKCOL ``create``; PUT over a file
+and DELETE ``modify``; MOVE ``create`` on both names when the destination does not exist
+(the WLCG JWT profile: ``storage.create`` "includes renaming files if the destination file
+does not already exist"), ``modify`` on both when it replaces one. A temporary of an
+upload may also be deleted with ``create``: that is how clients (ours among them) clean
+up after a failed atomic upload over WebDAV.
 
 With ``create_parents`` (``[server]`` of the configuration) a PUT whose parent collection is
 missing creates it first, and any missing collection above it, as ``MKCOL`` would (each one
@@ -267,9 +269,9 @@ async def mkcol(req: Request) -> None:
     await req.respond(201)
 
 
-def _operation(target: Resolved, *, replacing_with_temporary: bool = False) -> str:
+def _operation(target: Resolved) -> str:
     """``modify``, or ``create`` for an upload's own temporary (see the module doc)."""
-    return "create" if is_temporary(target.name) and not replacing_with_temporary else "modify"
+    return "create" if is_temporary(target.name) else "modify"
 
 
 async def delete(req: Request) -> None:
@@ -308,8 +310,9 @@ async def move(req: Request) -> None:
         raise HTTPError(409, "a collection cannot be moved into itself")
     parent_dir(dest)
     replaced = os.path.lexists(dest.entry)
-    req.authorize(_operation(source, replacing_with_temporary=replaced), source)
-    req.authorize("modify" if replaced else "create", dest)
+    operation = "modify" if replaced else "create"  # see the module doc
+    req.authorize(operation, source)
+    req.authorize(operation, dest)
     if replaced and not overwrite:
         raise HTTPError(412, f"{dest.url_path} exists (Overwrite: F)")
     if replaced and os.path.isdir(dest.entry):

@@ -188,14 +188,17 @@ def test_capability_scopes(se: SEServer, http: httpx.Client, issuer: TestIssuer)
     assert "storage.modify" in r.text
     assert call(http, "DELETE", se.url("/cms/new/a.bin"), creator).status_code == 403
     dest = se.url("/cms/new/b.bin")
-    assert (
-        call(http, "MOVE", se.url("/cms/new/a.bin"), creator, Destination=dest).status_code == 403
-    )
-    assert (se.root / "cms" / "new" / "a.bin").read_bytes() == b"a"
+    r = call(http, "MOVE", se.url("/cms/new/a.bin"), creator, Destination=dest)
+    assert r.status_code == 201  # onto a free name create is enough (the WLCG profile)
+    assert call(http, "PUT", se.url("/cms/new/a.bin"), creator, b"a2").status_code == 201
+    r = call(http, "MOVE", se.url("/cms/new/a.bin"), creator, Destination=dest)
+    assert r.status_code == 403  # replacing b.bin: modify
+    assert "storage.modify" in r.text
+    assert (se.root / "cms" / "new" / "b.bin").read_bytes() == b"a"
     assert call(http, "PUT", se.url("/cms/new/a.bin"), modifier, b"changed").status_code == 204
-    assert (
-        call(http, "MOVE", se.url("/cms/new/a.bin"), modifier, Destination=dest).status_code == 201
-    )
+    r = call(http, "MOVE", se.url("/cms/new/a.bin"), modifier, Destination=dest)
+    assert r.status_code == 204
+    assert (se.root / "cms" / "new" / "b.bin").read_bytes() == b"changed"
     r = call(http, "MOVE", dest, modifier, Destination=se.url("/cms/out.bin"))
     assert r.status_code == 403  # the destination is outside the scope
     assert call(http, "DELETE", dest, modifier).status_code == 204
