@@ -171,9 +171,10 @@ def output(proc: subprocess.CompletedProcess[str]) -> str:
 
 #: the lake judges a token's storage scopes against DID paths ``/<scope>/<name>``, the SE
 #: against its own paths: a token with storage scopes needs both (modify at the lake for
-#: the replica's state change; modify at the SE for rucio's MOVE of ``<pfn>.rucio.upload``)
+#: the replica's state change; create is enough at the SE: rucio PUTs ``<pfn>.rucio.upload``
+#: and MOVEs it onto the free final name, a rename the WLCG profile grants to create)
 LAKE_SCOPES = f"storage.read:/{SCOPE} storage.modify:/{SCOPE}"
-SE_SCOPES = f"storage.read:{PREFIX} storage.modify:{PREFIX}"
+SE_SCOPES = f"storage.read:{PREFIX} storage.create:{PREFIX}"
 WRITER = {
     "storage-area": (["/se/writers"], "openid"),
     "capability-scopes": ([], f"openid {LAKE_SCOPES} {SE_SCOPES}"),
