@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fedlake.auth import policy as access
 from fedlake.auth.policy import Caller, require_rule_owner
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
@@ -229,8 +230,10 @@ def add_rules_in(
             )
         )
     h = embargo.hidden(s, caller)
+    r = access.reader(s, caller)  # a token's capabilities: no rule on what it may not read
     for scope, name in keys:
         embargo.require_visible(h, scope, name)
+        access.require_read(r, scope, name)
     ids = rule_bulk.add_rules(s, spec, keys)
     # every REPLICATING lock gets its transfer request in the same transaction
     if transfer_core.queue_for_rules(s, ids, None):
@@ -251,27 +254,39 @@ def _dict(s: Session, rule: Any) -> dict[str, Any]:
     return core.rule_dict(rule, did.bytes if did else None)
 
 
-def _visible_rule(s: Session, caller: Caller, rule_id: str) -> Any:
-    """The rule, or what an unknown id gives if its DID is hidden from ``caller``."""
+def _visible_rule(s: Session, caller: Caller, rule_id: str, read_mode: str = "open") -> Any:
+    """The rule, or what an unknown id gives if its DID is hidden from ``caller``; refused
+    when the caller may not read its DID (``fedlake.auth.policy``: a token's capabilities,
+    read rules)."""
     rule = core.get_rule(s, rule_id)
     h = embargo.hidden(s, caller)
     if h is not None and h.hides(rule.scope, rule.name):
         raise RuleNotFound(f"rule {rule_id!r} does not exist")  # as core.get_rule
+    access.require_read(access.reader(s, caller, read_mode), rule.scope, rule.name)
     return rule
 
 
-def _visible_did(s: Session, caller: Caller, scope: str, name: str) -> embargo.Hidden | None:
+def _visible_did(
+    s: Session, caller: Caller, scope: str, name: str, read_mode: str
+) -> tuple[embargo.Hidden | None, access.Reader | None]:
     h = embargo.hidden(s, caller)
     embargo.require_visible(h, validate_scope(scope), validate_did_name(name))
+    r = access.reader(s, caller, read_mode)
+    access.require_read(r, scope, name)
     did_core.get_did(s, scope, name)
-    return h
+    return h, r
 
 
 def _keep_locks(
-    s: Session, h: embargo.Hidden | None, locks: list[dict[str, Any]]
+    s: Session,
+    h: embargo.Hidden | None,
+    locks: list[dict[str, Any]],
+    r: access.Reader | None = None,
 ) -> list[dict[str, Any]]:
     """Without locks of hidden files, and without locks of rules on hidden DIDs (a visible
-    file in a hidden dataset is locked by the dataset's rule: its id is not shown)."""
+    file in a hidden dataset is locked by the dataset's rule: its id is not shown); without
+    locks of files the caller may not read."""
+    locks = list(access.keep_readable(r, locks, lambda lk: (lk["scope"], lk["name"])))
     if h is None:
         return locks
     hidden_rules = embargo.hidden_rules(s, h, (lk["rule_id"] for lk in locks))
@@ -284,7 +299,7 @@ def _keep_locks(
 
 def get_rule(lake: Lake, caller: Caller, rule_id: str) -> dict[str, Any]:
     with lake.db.read() as s:
-        return _dict(s, _visible_rule(s, caller, rule_id))
+        return _dict(s, _visible_rule(s, caller, rule_id, lake.settings.policy_read))
 
 
 def list_rules(lake: Lake, caller: Caller, filters: dict[str, Any]) -> list[dict[str, Any]]:
@@ -293,21 +308,24 @@ def list_rules(lake: Lake, caller: Caller, filters: dict[str, Any]) -> list[dict
         rows = core.list_rules(s, filters)
         if h is not None:
             rows = list(h.keep(rows, lambda r: (r.scope, r.name)))
+        rd = access.reader(s, caller, lake.settings.policy_read)
+        rows = list(access.keep_readable(rd, rows, lambda rule: (rule.scope, rule.name)))
         return [_dict(s, r) for r in rows]
 
 
 def rules_of_did(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        _visible_did(s, caller, scope, name)
+        _visible_did(s, caller, scope, name, lake.settings.policy_read)
         return [_dict(s, r) for r in core.list_rules(s, {"scope": scope, "name": name})]
 
 
 def associated_rules(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        h = _visible_did(s, caller, scope, name)
+        h, rd = _visible_did(s, caller, scope, name, lake.settings.policy_read)
         rows = core.rules_for_file(s, scope, name)
         if h is not None:  # a rule on a hidden parent of a visible file
             rows = list(h.keep(rows, lambda r: (r.scope, r.name)))
+        rows = list(access.keep_readable(rd, rows, lambda rule: (rule.scope, rule.name)))
         return [_dict(s, r) for r in rows]
 
 
@@ -435,6 +453,7 @@ def history(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str,
         h = embargo.hidden(s, caller)
         if h is not None and h.hides(validate_scope(scope), validate_did_name(name)):
             return []  # what a DID that never had rules gives
+        access.require_read(access.reader(s, caller, lake.settings.policy_read), scope, name)
         return [
             {
                 "rule_id": h.rule_id,
@@ -453,16 +472,17 @@ def history(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str,
 
 def dataset_locks(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        h = _visible_did(s, caller, scope, name)
-        return _keep_locks(s, h, lock_listing.locks_of_dataset(s, scope, name))
+        h, r = _visible_did(s, caller, scope, name, lake.settings.policy_read)
+        return _keep_locks(s, h, lock_listing.locks_of_dataset(s, scope, name), r)
 
 
 def rule_locks(lake: Lake, caller: Caller, rule_id: str) -> list[dict[str, Any]]:
     """The locks of one rule (whatever the type of its DID), with their RSE names."""
     with lake.db.read() as s:
-        _visible_rule(s, caller, rule_id)
+        _visible_rule(s, caller, rule_id, lake.settings.policy_read)
         h = embargo.hidden(s, caller)
-        return _keep_locks(s, h, lock_listing.locks_of_rule(s, rule_id))
+        r = access.reader(s, caller, lake.settings.policy_read)
+        return _keep_locks(s, h, lock_listing.locks_of_rule(s, rule_id), r)
 
 
 def rse_names(s: Session) -> dict[str, str]:

@@ -125,3 +125,39 @@ def test_capabilities_of_an_external_issuer_apply(
     assert client.get("/dids/foo/bar").status_code == 200
     refused(client.get("/dids/foo/bargain"), "storage.read:/foo/bargain")
     refused(post(client, "/dids/foo/x", {"type": "DATASET"}), "storage.create:/foo/x")
+
+
+def test_rules_follow_the_capabilities_of_the_token(
+    api: TestClient, lake: Lake, world: None
+) -> None:
+    full = as_alice(api, "openid")  # no storage scopes: not limited
+    ids = {}
+    for scope, name in (("foo", "bar"), ("foo", "other")):
+        body = {
+            "dids": [{"scope": scope, "name": name}],
+            "rse_expression": "LOCAL-DISK",
+            "copies": 1,
+            "account": "alice",
+        }
+        r = post(full, "/rules", body)
+        assert r.status_code == 201, r.text
+        ids[name] = r.json()[0]
+    client = as_alice(api, "storage.read:/foo/bar storage.create:/foo/bar")
+    # listings show only the rules on DIDs the token may read
+    r = client.get("/rules/", params={"account": "alice"})
+    assert r.status_code == 200, r.text
+    assert [x["id"] for x in ndjson(r)] == [ids["bar"]]
+    assert client.get(f"/rules/{ids['bar']}").status_code == 200
+    refused(client.get(f"/rules/{ids['other']}"), "storage.read:/foo/other")
+    refused(client.get(f"/rules/{ids['other']}/locks"), "storage.read:/foo/other")
+    refused(client.get("/dids/foo/other/rules"), "storage.read:/foo/other")
+    # no new rule on what the token may not read
+    body = {
+        "dids": [{"scope": "foo", "name": "bargain"}],
+        "rse_expression": "LOCAL-DISK",
+        "copies": 1,
+        "account": "alice",
+    }
+    refused(post(client, "/rules", body), "storage.read:/foo/bargain")
+    r = full.get("/rules/", params={"account": "alice"})
+    assert sorted(x["id"] for x in ndjson(r)) == sorted(ids.values())
