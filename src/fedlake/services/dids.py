@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from fedlake.auth import policy
+from fedlake.auth.capabilities import allows
 from fedlake.auth.policy import DELETE, Caller, require_capability, require_scope_write
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as core
@@ -101,6 +102,17 @@ def add_dids(lake: Lake, caller: Caller, items: Any) -> None:
 def _reader(lake: Lake, s: Session, caller: Caller) -> policy.Reader | None:
     """What limits the caller's reads (its token's capabilities, read rules); None: nothing."""
     return policy.reader(s, caller, lake.settings.policy_read)
+
+
+def _require_readable(lake: Lake, s: Session, caller: Caller, keys: list[Key]) -> None:
+    """Only what the caller may read, or create, can be attached (a token that may only
+    create uploads a file and attaches it: rucio upload)."""
+    r = _reader(lake, s, caller)
+    caps = caller.capabilities
+    for key in keys:
+        if caps is not None and allows(caps, "create", policy.did_path(*key)):
+            continue
+        policy.require_read(r, *key)
 
 
 def _require_visible(h: embargo.Hidden | None, keys: list[Key]) -> None:
@@ -330,6 +342,7 @@ def attach(
             s, caller, validate_scope(scope), [(scope, name), *keys], "attach DIDs", name=name
         )
         require_capability(caller, "create", scope, name, "attach DIDs to")
+        _require_readable(lake, s, caller, keys)
         n = core.attach(s, scope, validate_did_name(name), keys, ignore_duplicate=ignore_duplicate)
         extend_rules(s, scope, name, keys)
         return n
@@ -381,6 +394,7 @@ def attach_bulk(lake: Lake, caller: Caller, attachments: Any, ignore_duplicate: 
                 s, caller, scope, [(scope, name), *keys], "attach DIDs", name=name
             )
             require_capability(caller, "create", scope, name, "attach DIDs to")
+            _require_readable(lake, s, caller, keys)
             core.attach(s, scope, name, keys, ignore_duplicate=ignore_duplicate)
             extend_rules(s, scope, name, keys)
 

@@ -161,3 +161,23 @@ def test_rules_follow_the_capabilities_of_the_token(
     refused(post(client, "/rules", body), "storage.read:/foo/bargain")
     r = full.get("/rules/", params={"account": "alice"})
     assert sorted(x["id"] for x in ndjson(r)) == sorted(ids.values())
+
+
+def test_only_what_the_token_may_read_or_create_can_be_attached(
+    api: TestClient, world: None
+) -> None:
+    full = as_alice(api, "openid")
+    assert post(full, "/dids/foo/ds", {"type": "DATASET"}).status_code == 201
+    file = {"scope": "foo", "name": "f2", "bytes": 1, "adler32": "00000001"}
+    assert post(full, "/replicas", {"rse": "LOCAL-DISK", "files": [file]}).status_code == 201
+    # may add to foo:ds, may neither read nor create foo:f2: attaching it would show it
+    narrow = as_alice(api, "storage.create:/foo/ds")
+    body = {"dids": [{"scope": "foo", "name": "f2"}]}
+    refused(post(narrow, "/dids/foo/ds/dids", body), "storage.read:/foo/f2")
+    bulk = {"attachments": [{"scope": "foo", "name": "ds", "dids": body["dids"]}]}
+    refused(post(narrow, "/dids/attachments", bulk), "storage.read:/foo/f2")
+    assert ndjson(full.get("/dids/foo/ds/dids")) == []
+    # what the token may create (an upload: register, then attach) or read, it attaches
+    creator = as_alice(api, "storage.create:/foo/ds storage.create:/foo/f2")
+    assert post(creator, "/dids/foo/ds/dids", body).status_code == 201
+    assert [d["name"] for d in ndjson(full.get("/dids/foo/ds/dids"))] == ["f2"]
