@@ -5,7 +5,9 @@ Queuing code calls :func:`poke` after its commit. That wakes
 - workers in the same process (an event each);
 - workers in other processes of this host: each binds a Unix datagram socket in the
   lake's run directory (``<data dir>/run/transfers-<pid>.sock``, see :class:`Doorbell`)
-  and ``poke`` sends one byte to every socket there;
+  and ``poke`` sends one byte to every socket there (a Unix socket's path is limited to
+  107 bytes: when the run directory is too deep, the sockets live in a private directory
+  ``<tmp>/fedlake-bells-<hash of the run directory>`` instead, see :func:`bell_dir`);
 - on PostgreSQL, workers on other hosts too: queuing sends ``NOTIFY fedlake_transfers``
   in its transaction and each worker LISTENs (:class:`Listener`).
 
@@ -15,20 +17,38 @@ Idle workers also look at the queue every ``idle_poll`` seconds, a fallback only
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
+import stat
+import tempfile
 import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Doorbell", "Listener", "poke", "set_run_dir", "subscribe"]
+__all__ = ["Doorbell", "Listener", "bell_dir", "poke", "set_run_dir", "subscribe"]
 
 log = logging.getLogger("fedlake.transfers")
 _subscribers: weakref.WeakSet[threading.Event] = weakref.WeakSet()
 _lock = threading.Lock()
 _run_dir: Path | None = None
+
+
+#: room for "/transfers-<pid>-<id>.sock" below the directory within sun_path's 107 bytes
+_MAX_DIR_BYTES = 107 - len("/transfers-4194304-7fffffffffff.sock")
+
+
+def bell_dir(run_dir: Path) -> Path:
+    """Where the doorbells of the lake whose run directory is ``run_dir`` are bound: the
+    run directory itself, or, when its path is too long for a Unix socket, a directory of
+    this user's own below the system's temporary directory named after it (every process
+    of the lake works it out the same way)."""
+    if len(os.fsencode(run_dir)) <= _MAX_DIR_BYTES:
+        return run_dir
+    digest = hashlib.sha256(os.fsencode(run_dir.resolve())).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / f"fedlake-bells-{os.getuid()}-{digest}"
 
 
 def set_run_dir(path: Path | None) -> None:
@@ -52,7 +72,7 @@ def poke() -> None:
     if run_dir is None:
         return
     try:
-        bells = [p for p in run_dir.iterdir() if p.name.startswith("transfers-")]
+        bells = [p for p in bell_dir(run_dir).iterdir() if p.name.startswith("transfers-")]
     except FileNotFoundError:
         return
     if not bells:
@@ -73,13 +93,19 @@ class Doorbell:
     """A worker's Unix datagram socket: any byte sent to it sets ``event``."""
 
     def __init__(self, run_dir: Path, event: threading.Event) -> None:
-        self.path = run_dir / f"transfers-{os.getpid()}-{id(self):x}.sock"
+        self.path = bell_dir(run_dir) / f"transfers-{os.getpid()}-{id(self):x}.sock"
         self.event = event
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(self.path.parent)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise PermissionError(
+                f"{self.path.parent} is not a directory of this user: remove it (the transfer "
+                "doorbells live there)"
+            )
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -94,7 +94,11 @@ class TransferWorker:
     def start(self) -> None:
         self._listener.start()
         if self._doorbell is not None:
-            self._doorbell.start()
+            try:
+                self._doorbell.start()
+            except OSError as exc:  # other processes cannot wake this one: it polls instead
+                log.warning("no transfer doorbell (%s); new work is seen by polling", exc)
+                self._doorbell = None
         for target, name in (
             (self._claim_loop, "transfer-claim"),
             (self._complete_loop, "transfer-complete"),

@@ -69,3 +69,23 @@ def test_a_dead_workers_bell_is_removed(run_dir: Path) -> None:
 def test_poke_without_a_run_dir_is_harmless() -> None:
     wakeup.set_run_dir(None)
     wakeup.poke()
+
+
+def test_a_run_dir_too_deep_for_a_unix_socket_still_rings(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "run"
+    assert len(str(deep / "transfers-1-1.sock")) > 107  # sun_path's limit
+    short = wakeup.bell_dir(deep)
+    assert short != deep and wakeup.bell_dir(deep) == short  # every process agrees
+    wakeup.set_run_dir(deep)
+    event = threading.Event()
+    bell = wakeup.Doorbell(deep, event)
+    try:
+        bell.start()
+        assert bell.path.parent == short
+        wakeup.poke()
+        assert event.wait(5), "the doorbell did not ring"
+    finally:
+        bell.stop()
+        wakeup.set_run_dir(None)
+    assert not bell.path.exists()
+    assert wakeup.bell_dir(tmp_path / "run") == tmp_path / "run"  # short enough: as before
