@@ -12,9 +12,12 @@ Starts both on loopback over plain HTTP with the same number of worker processes
    module (``dav_methods PUT``); the best of ``--runs`` runs each. The stored files are
    checked afterwards (size, and adler32 through ``Want-Digest`` on the SE).
 
+``--server granian,uvicorn`` (the default) measures the SE on each HTTP server in turn,
+against the same nginx figures (nginx is measured once, first).
+
 Goals (issue 6): GET >= 80 % of nginx, small files >= 50 % of nginx's request rate,
-PUT >= 70 % of nginx. Prints each figure with OK or MISSED; exits 0 only when all are met.
-Debian's ``nginx`` is installed with apt-get when missing.
+PUT >= 70 % of nginx. Prints each figure with OK or MISSED; exits 0 only when all are met
+on every server measured. Debian's ``nginx`` is installed with apt-get when missing.
 """
 
 from __future__ import annotations
@@ -108,11 +111,14 @@ http {{
     return proc, port
 
 
-def start_se(work: Path, root: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_se(
+    work: Path, root: Path, workers: int, server: str = "granian"
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     argv = [sys.executable, "-m", "fedlake.cli", "se", "serve", "--root", str(root)]
     argv += ["--port", str(port), "--workers", str(workers), "--allow-anonymous"]
-    log = open(work / "se.log", "wb")  # noqa: SIM115 - the server's lifetime
+    argv += ["--server", server]
+    log = open(work / f"se-{server}.log", "wb")  # noqa: SIM115 - the server's lifetime
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_port(port, proc, "fedlake se serve")
     return proc, port
@@ -190,15 +196,40 @@ def small_rate(port: int, names: list[str], concurrency: int, work: Path) -> flo
     return len(names) / (time.perf_counter() - started)
 
 
-def report(name: str, what: str, ours: float, theirs: float, unit: str) -> bool:
+def report(name: str, what: str, ours: float, theirs: float, unit: str, server: str) -> bool:
     ratio = ours / theirs
     ok = ratio >= GOALS[name]
     print(
-        f"{what}: fedlake se {ours:,.0f} {unit}, nginx {theirs:,.0f} {unit} -> {ratio:.0%} "
+        f"{what}: fedlake se ({server}) {ours:,.0f} {unit}, nginx {theirs:,.0f} {unit} -> "
+        f"{ratio:.0%} "
         f"(goal >= {GOALS[name]:.0%}) {'OK' if ok else 'MISSED'}",
         flush=True,
     )
     return ok
+
+
+def measure_se(
+    port: int, args: argparse.Namespace, big: Path, adler: str, names: list[str], work: Path
+) -> tuple[float, float, float]:
+    """Big GET (MiB/s), small files (req/s) and big PUT (MiB/s) of one running SE."""
+    size = big.stat().st_size
+    get = best(args.runs, lambda: curl_speed([f"http://127.0.0.1:{port}/big.bin"])) / MiB
+    small_rate(port, names[:500], args.concurrency, work)  # warm-up
+    small = max(small_rate(port, names, args.concurrency, work) for _ in range(2))
+
+    def put_se() -> float:
+        url = f"http://127.0.0.1:{port}/se-up/big.bin"
+        speed = curl_speed(["-T", str(big), "-H", f"Digest: adler32={adler}", url])
+        r = httpx.head(url, headers={"Want-Digest": "adler32"})
+        stored = int(r.headers["content-length"])
+        if r.headers.get("digest") != f"adler32={adler}" or stored != size:
+            raise SystemExit(f"the SE stored a wrong file: {r.headers}")
+        (big.parent / "se-up" / "big.bin").unlink()
+        return speed
+
+    subprocess.run(["sync"], check=True)
+    put = best(args.runs, put_se) / MiB
+    return get, small, put
 
 
 def main() -> int:
@@ -209,7 +240,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes of each server")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--server", default="granian,uvicorn", help="the SE's HTTP servers, comma-separated"
+    )
     args = parser.parse_args()
+    servers = [name.strip() for name in args.server.split(",") if name.strip()]
     ensure_nginx()
     work = Path(tempfile.mkdtemp(prefix="fedlake-bench-se-", dir="/tmp"))
     work.chmod(0o755)
@@ -229,34 +264,11 @@ def main() -> int:
         subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)  # warm cache
         nginx, nport = start_nginx(work, root, upload, args.workers)
         procs.append(nginx)
-        se, sport = start_se(work, root, args.workers)
-        procs.append(se)
         print(
             f"{args.workers} workers each; big file {args.size_mib} MiB; best of {args.runs}",
             flush=True,
         )
 
-        # 1. big GET
-        n_get = best(args.runs, lambda: curl_speed([f"http://127.0.0.1:{nport}/big.bin"]))
-        s_get = best(args.runs, lambda: curl_speed([f"http://127.0.0.1:{sport}/big.bin"]))
-        results.append(report("get", f"GET {args.size_mib} MiB", s_get / MiB, n_get / MiB, "MiB/s"))
-
-        # 2. small files
-        small_rate(nport, names[:500], args.concurrency, work)  # warm-up, both
-        small_rate(sport, names[:500], args.concurrency, work)
-        n_small = max(small_rate(nport, names, args.concurrency, work) for _ in range(2))
-        s_small = max(small_rate(sport, names, args.concurrency, work) for _ in range(2))
-        results.append(
-            report(
-                "small",
-                f"GET {args.small} x 4 KiB, {args.concurrency} in flight",
-                s_small,
-                n_small,
-                "req/s",
-            )
-        )
-
-        # 3. big PUT
         def put_nginx() -> float:
             speed = curl_speed(["-T", str(big), f"http://127.0.0.1:{nport}/up/big.bin"])
             if (upload / "big.bin").stat().st_size != size:
@@ -264,30 +276,39 @@ def main() -> int:
             (upload / "big.bin").unlink()
             return speed
 
-        def put_se() -> float:
-            url = f"http://127.0.0.1:{sport}/se-up/big.bin"
-            speed = curl_speed(["-T", str(big), "-H", f"Digest: adler32={adler}", url])
-            r = httpx.head(url, headers={"Want-Digest": "adler32"})
-            if (
-                r.headers.get("digest") != f"adler32={adler}"
-                or int(r.headers["content-length"]) != size
-            ):
-                raise SystemExit(f"the SE stored a wrong file: {r.headers}")
-            (root / "se-up" / "big.bin").unlink()
-            return speed
-
+        n_get = best(args.runs, lambda: curl_speed([f"http://127.0.0.1:{nport}/big.bin"])) / MiB
+        small_rate(nport, names[:500], args.concurrency, work)  # warm-up
+        n_small = max(small_rate(nport, names, args.concurrency, work) for _ in range(2))
         subprocess.run(["sync"], check=True)
-        n_put = best(args.runs, put_nginx)
-        s_put = best(args.runs, put_se)
-        results.append(
-            report(
-                "put",
-                f"PUT {args.size_mib} MiB (SE: with Digest adler32)",
-                s_put / MiB,
-                n_put / MiB,
-                "MiB/s",
-            )
+        n_put = best(args.runs, put_nginx) / MiB
+        print(
+            f"nginx: GET {n_get:,.0f} MiB/s, {n_small:,.0f} req/s, PUT {n_put:,.0f} MiB/s",
+            flush=True,
         )
+        for server in servers:
+            se, sport = start_se(work, root, args.workers, server)
+            procs.append(se)
+            s_get, s_small, s_put = measure_se(sport, args, big, adler, names, work)
+            stop(se)
+            results += [
+                report("get", f"GET {args.size_mib} MiB", s_get, n_get, "MiB/s", server),
+                report(
+                    "small",
+                    f"GET {args.small} x 4 KiB, {args.concurrency} in flight",
+                    s_small,
+                    n_small,
+                    "req/s",
+                    server,
+                ),
+                report(
+                    "put",
+                    f"PUT {args.size_mib} MiB (SE: with Digest adler32)",
+                    s_put,
+                    n_put,
+                    "MiB/s",
+                    server,
+                ),
+            ]
     finally:
         for proc in procs:
             stop(proc)

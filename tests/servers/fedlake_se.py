@@ -46,9 +46,11 @@ def running_se(
     workers: int = 1,
     root: Path | None = None,
     port: int | None = None,
+    server: str | None = None,
 ) -> Iterator[SEServer]:
     """One ``fedlake se serve`` process; ``config`` is the TOML text of ``--config``
-    (``port``: where to listen, when the configuration must name it; default a free one)."""
+    (``port``: where to listen, when the configuration must name it; default a free one;
+    ``server``: ``--server``, else the default or ``FEDLAKE_SE_SERVER``)."""
     with tempfile.TemporaryDirectory(prefix="fedlake-se-") as tmp:
         base = Path(tmp)
         served = root or base / "root"
@@ -63,6 +65,8 @@ def running_se(
             argv += ["--config", str(base / "se.toml")]
         if tls is not None:
             argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        if server is not None:
+            argv += ["--server", server]
         process = ServerProcess(argv, base / "se.log")
         try:
             process.wait_for_port(port, timeout=30)

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from fedlake.cli.se_serve import ServerChoice, server_choice
+
 __all__ = ["parse_size", "register"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
@@ -80,6 +82,7 @@ def cache(
         False
     ),
     access_log: Annotated[bool, typer.Option("--access-log", help="log every request")] = False,
+    server: ServerChoice = None,
 ) -> None:
     """Read-through cache: serve files of an origin (HTTP, S3, XRootD, POSIX) over HTTP,
     kept on a bounded disk with LRU eviction."""
@@ -102,6 +105,7 @@ def cache(
         raise typer.BadParameter(str(exc), param_hint="--config") from None
     if allow_anonymous:
         settings = dataclasses.replace(settings, allow_anonymous=True)
+    chosen = server_choice(server)
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
     token = lake_token_file.read_text().strip() if lake_token_file is not None else None
@@ -159,6 +163,7 @@ def cache(
             tls_key=tls_key,
             access_log=access_log,
             app_factory=lambda: create_cache_app(options),
+            server=chosen,
         )
     )
 

@@ -8,7 +8,28 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["register"]
+__all__ = ["ServerChoice", "register", "server_choice"]
+
+#: ``--server``: the HTTP server the SE runs on (``fedlake.se.server.SERVERS``)
+ServerChoice = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="FEDLAKE_SE_SERVER",
+        help="HTTP server: granian or uvicorn (default: fedlake.se.server.DEFAULT_SERVER)",
+        show_default=False,
+    ),
+]
+
+
+def server_choice(name: str | None) -> str:
+    """The server to run (``--server``, else the default), checked."""
+    from fedlake.se.server import DEFAULT_SERVER, SERVERS
+
+    name = (name or DEFAULT_SERVER).strip().lower()
+    if name not in SERVERS:
+        raise typer.BadParameter(f"{name!r}: one of {', '.join(SERVERS)}", param_hint="--server")
+    return name
 
 
 def serve(
@@ -45,6 +66,7 @@ def serve(
             "(settings: [tape] of --config)",
         ),
     ] = False,
+    server: ServerChoice = None,
 ) -> None:
     """Serve a directory over HTTP/WebDAV (GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND)."""
     import dataclasses
@@ -67,6 +89,7 @@ def serve(
         raise typer.BadParameter("give the directory to serve", param_hint="--root")
     if not root.is_dir():
         raise typer.BadParameter(f"{root} is not a directory", param_hint="--root")
+    chosen = server_choice(server)
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
     for path in (tls_cert, tls_key):
@@ -89,6 +112,7 @@ def serve(
             tls_key=tls_key,
             fsync=fsync,
             access_log=access_log,
+            server=chosen,
         )
     )
 

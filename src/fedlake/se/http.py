@@ -130,6 +130,16 @@ class Request:
             }
         )
 
+    def can_pathsend(self) -> bool:
+        """Whether the server sends a file named by path (the ASGI ``http.response.pathsend``
+        extension: granian announces it, uvicorn does not)."""
+        return "http.response.pathsend" in (self.scope.get("extensions") or {})
+
+    async def pathsend(self, path: str) -> None:
+        """The whole body is the file at ``path``, sent by the server (after :meth:`start`;
+        only where :meth:`can_pathsend`). The server opens the file after this returns."""
+        await self.send({"type": "http.response.pathsend", "path": path})
+
     async def body(self, data: bytes | memoryview, *, more: bool = False) -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
 

@@ -1,6 +1,8 @@
 """The reading methods: GET (with one Range), HEAD (with ``Want-Digest``), PROPFIND, OPTIONS.
 
-GET streams the file in big blocks read by a worker thread one block ahead of the socket
+GET of a whole file bigger than ``SMALL`` is handed to the server by path where it can
+send files itself (``http.response.pathsend``: granian). Otherwise, and for ranges, GET
+streams the file in big blocks read by a worker thread one block ahead of the socket
 (small files are read at once, in the event loop); a client that goes away stops the
 stream. ``Want-Digest`` on GET or HEAD adds ``Digest`` (adler32 in hex, md5 in base64,
 computed once and kept: ``se.checksums``).
@@ -93,6 +95,11 @@ async def _serve(req: Request, *, with_body: bool) -> None:
     headers.append(("content-length", str(length)))
     if not with_body:
         await req.respond(status, headers)
+        return
+    if status == 200 and length > SMALL and req.can_pathsend():
+        # the server opens the file and sends it (a file removed meanwhile: its 404)
+        await req.start(status, headers)
+        await req.pathsend(target.fs_path)
         return
     fd = os.open(target.fs_path, os.O_RDONLY | os.O_CLOEXEC)
     try:

@@ -1,17 +1,22 @@
-"""Running the SE: uvicorn (httptools, uvloop), optional TLS, N worker processes.
+"""Running the SE: granian or uvicorn, optional TLS, N worker processes.
 
-With more than one worker the parent binds the socket, forks the workers (each builds
-its own application: thread pools, key caches) and supervises them: a worker that dies
-is started again; SIGTERM or SIGINT stops them all. uvicorn's own ``--workers`` needs
-the application as an import string and re-imports it in spawned processes, which
-would have to carry the configuration through the environment; forking keeps it in
-memory.
+``granian`` (the default; a Rust HTTP server): its parent binds the socket and forks the
+workers; each builds its own application (thread pools, key caches) from the options in
+memory, through the loader given to granian instead of an import string. It announces
+``http.response.pathsend``, so whole files are sent by Rust (``se.read``, ``se.cache_app``).
+
+``uvicorn`` (httptools, uvloop): with more than one worker the parent binds the socket,
+forks the workers and supervises them: a worker that dies is started again; SIGTERM or
+SIGINT stops them all. uvicorn's own ``--workers`` needs the application as an import
+string and re-imports it in spawned processes, which would have to carry the
+configuration through the environment; forking keeps it in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -28,7 +33,10 @@ import uvicorn
 from fedlake.se.app import create_app
 from fedlake.se.config import SEConfig
 
-__all__ = ["ServeOptions", "serve"]
+__all__ = ["DEFAULT_SERVER", "SERVERS", "ServeOptions", "serve"]
+
+SERVERS = ("granian", "uvicorn")
+DEFAULT_SERVER = "uvicorn"
 
 log = logging.getLogger("fedlake.se")
 
@@ -48,15 +56,49 @@ class ServeOptions:
     #: builds another ASGI application in each worker (the read-through cache) instead of
     #: the SE serving ``root``
     app_factory: Callable[[], Any] | None = None
+    #: the HTTP server: one of ``SERVERS``
+    server: str = DEFAULT_SERVER
+
+
+def _build_app(options: ServeOptions) -> Any:
+    if options.app_factory is not None:
+        return options.app_factory()
+    return create_app(options.root, options.config, fsync=options.fsync)
+
+
+def _serve_granian(options: ServeOptions) -> None:
+    from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import MPServer
+
+    # the workers must be forked: the loader below is a closure over ``options``
+    multiprocessing.set_start_method("fork", force=True)
+    level = "info" if options.access_log else options.log_level
+    server = MPServer(
+        "fedlake.se.server",  # a name only: the loader builds the application
+        address=options.host,
+        port=options.port,
+        interface=Interfaces.ASGI,  # with lifespan: the thread pool is shut down
+        workers=options.workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,  # as uvicorn: no HTTP/2 negotiated over TLS
+        http1_settings=HTTP1Settings(header_read_timeout=30_000),
+        websockets=False,
+        backlog=2048,
+        log_level=LogLevels(level),
+        log_access=options.access_log,
+        ssl_cert=options.tls_cert,
+        ssl_key=options.tls_key,
+        ssl_protocol_min=SSLProtocols.tls12,  # gfal2/davix and older clients
+        respawn_failed_workers=True,
+    )
+    server.serve(target_loader=lambda: _build_app(options), wrap_loader=False)
 
 
 def _uvicorn_config(options: ServeOptions) -> uvicorn.Config:
-    if options.app_factory is not None:
-        app = options.app_factory()
-    else:
-        app = create_app(options.root, options.config, fsync=options.fsync)
     return uvicorn.Config(
-        app,
+        _build_app(options),
         host=options.host,
         port=options.port,
         http="httptools",
@@ -90,6 +132,15 @@ def _run_worker(options: ServeOptions, sock: socket.socket) -> None:
 
 def serve(options: ServeOptions) -> None:
     """Serve until SIGTERM/SIGINT (blocking)."""
+    if options.server not in SERVERS:
+        raise ValueError(f"unknown server {options.server!r} (one of {', '.join(SERVERS)})")
+    if options.server == "granian":
+        _serve_granian(options)
+    else:
+        _serve_uvicorn(options)
+
+
+def _serve_uvicorn(options: ServeOptions) -> None:
     if options.workers <= 1:
         uvicorn.Server(_uvicorn_config(options)).run()
         return
