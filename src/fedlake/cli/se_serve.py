@@ -16,7 +16,7 @@ ServerChoice = Annotated[
     typer.Option(
         "--server",
         envvar="FEDLAKE_SE_SERVER",
-        help="HTTP server: granian or uvicorn (default: fedlake.se.server.DEFAULT_SERVER)",
+        help="HTTP server: uvicorn (default) or granian (sends whole files itself)",
         show_default=False,
     ),
 ]
@@ -24,11 +24,17 @@ ServerChoice = Annotated[
 
 def server_choice(name: str | None) -> str:
     """The server to run (``--server``, else the default), checked."""
+    import importlib.util
+
     from fedlake.se.server import DEFAULT_SERVER, SERVERS
 
     name = (name or DEFAULT_SERVER).strip().lower()
     if name not in SERVERS:
         raise typer.BadParameter(f"{name!r}: one of {', '.join(SERVERS)}", param_hint="--server")
+    if importlib.util.find_spec(name) is None:
+        raise typer.BadParameter(
+            f"{name} is not installed: pip install 'fedlake[{name}]'", param_hint="--server"
+        )
     return name
 
 

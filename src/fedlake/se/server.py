@@ -1,11 +1,13 @@
-"""Running the SE: granian or uvicorn, optional TLS, N worker processes.
+"""Running the SE: uvicorn or granian, optional TLS, N worker processes.
 
-``granian`` (the default; a Rust HTTP server): its parent binds the socket and forks the
-workers; each builds its own application (thread pools, key caches) from the options in
-memory, through the loader given to granian instead of an import string. It announces
-``http.response.pathsend``, so whole files are sent by Rust (``se.read``, ``se.cache_app``).
+``granian`` (a Rust HTTP server; extra ``fedlake[granian]``): its parent binds the socket
+and forks the workers; each builds its own application (thread pools, key caches) from
+the options in memory, through the loader given to granian instead of an import string.
+It announces ``http.response.pathsend``, so whole files are sent by Rust (``se.read``,
+``se.cache_app``). A worker that dies is started again, unless it dies again within
+5.5 s (granian then stops the server).
 
-``uvicorn`` (httptools, uvloop): with more than one worker the parent binds the socket,
+``uvicorn`` (the default; httptools, uvloop): with more than one worker the parent binds the socket,
 forks the workers and supervises them: a worker that dies is started again; SIGTERM or
 SIGINT stops them all. uvicorn's own ``--workers`` needs the application as an import
 string and re-imports it in spawned processes, which would have to carry the
@@ -35,7 +37,7 @@ from fedlake.se.config import SEConfig
 
 __all__ = ["DEFAULT_SERVER", "SERVERS", "ServeOptions", "serve"]
 
-SERVERS = ("granian", "uvicorn")
+SERVERS = ("uvicorn", "granian")
 DEFAULT_SERVER = "uvicorn"
 
 log = logging.getLogger("fedlake.se")
