@@ -41,7 +41,7 @@ def server_choice(name: str | None) -> str:
 def serve(
     root: Annotated[
         Path | None,
-        typer.Option(help="the directory to serve (default: [server] root of --config)"),
+        typer.Option(help="the directory to serve (default: root in the server table of --config)"),
     ] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8443,
@@ -69,7 +69,7 @@ def serve(
         typer.Option(
             "--tape",
             help="tape mode: the root is a tape emulation, with the WLCG Tape REST API "
-            "(settings: [tape] of --config)",
+            "(settings: the tape table of --config)",
         ),
     ] = False,
     server: ServerChoice = None,
