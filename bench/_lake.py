@@ -52,6 +52,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Wait until ``proc`` (``what``) listens on ``port``; exit when it dies or takes 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not come up on port {port}")
+
+
 def create_pg_database(base_url: str) -> str:
     """Create a fresh database on the server of ``base_url``; return its URL."""
     import psycopg

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from _lake import free_port
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
@@ -36,12 +36,6 @@ from fedlake.storage.backends.s3 import S3Storage
 
 ACCESS_KEY, SECRET_KEY = "benchkey", "benchsecret"
 MiB = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def weed_program() -> str:

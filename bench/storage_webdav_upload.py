@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,30 +28,14 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from _lake import free_port, wait_port
+
 from fedlake.storage.backends.webdav import WebDAVStorage
 
 MiB = 1 << 20
 GOAL = (
     "S3 and WebDAV uploads of a 1 GiB file: report MB/s next to the server's own client tool (curl)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not come up on port {port}")
 
 
 def start_wsgidav(work: Path) -> tuple[subprocess.Popen[bytes], str, Path]:

@@ -33,10 +33,11 @@ from fedlake.se.cache_metrics import CONTENT_TYPE, Metrics
 from fedlake.se.cache_store import CacheStore, FileInfo
 from fedlake.se.checksums import ChecksumStore
 from fedlake.se.config import SEConfig
-from fedlake.se.headers import ByteRange, Unsatisfiable, parse_range, parse_want_digest
+from fedlake.se.headers import parse_want_digest
 from fedlake.se.http import Context, HTTPError, Request
 from fedlake.se.paths import Resolver, clean_path
 from fedlake.se.propfind import http_date
+from fedlake.se.read import select_range
 from fedlake.storage.base import TransientStorageError
 
 __all__ = ["METHODS", "CacheContext", "CacheOptions", "create_cache_app"]
@@ -131,19 +132,7 @@ async def _serve(req: Request, *, with_body: bool) -> None:
     want = req.header("want-digest")
     if want is not None and "adler32" in parse_want_digest(want) and info.adler32:
         headers.append(("digest", f"adler32={info.adler32}"))
-    status, offset, length = 200, 0, info.size
-    spec = req.header("range")
-    if with_body and spec is not None:
-        try:
-            wanted: ByteRange | None = parse_range(spec, info.size)
-        except Unsatisfiable as exc:
-            raise HTTPError(
-                416, f"Range {spec!r}: {exc}", [("content-range", f"bytes */{info.size}")]
-            ) from None
-        if wanted is not None:
-            status, offset, length = 206, wanted.start, wanted.length
-            headers.append(("content-range", wanted.content_range()))
-    headers.append(("content-length", str(length)))
+    status, offset, length = select_range(req, info.size, headers, with_body=with_body)
     if not with_body or length == 0:
         await req.respond(status, headers)
         return

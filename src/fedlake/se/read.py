@@ -26,7 +26,7 @@ from fedlake.se.headers import (
 from fedlake.se.http import HTTPError, Request
 from fedlake.se.propfind import etag, http_date, listing, multistatus
 
-__all__ = ["ALLOW", "get", "head", "options", "propfind"]
+__all__ = ["ALLOW", "get", "head", "options", "propfind", "select_range"]
 
 ALLOW = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND"
 SMALL = 256 * 1024  # files up to this size are read at once
@@ -80,19 +80,7 @@ async def _serve(req: Request, *, with_body: bool) -> None:
     digest = await _digest_header(req, target.fs_path, st)
     if digest is not None:
         headers.append(digest)
-    status, offset, length = 200, 0, st.st_size
-    spec = req.header("range")
-    if with_body and spec is not None:
-        try:
-            wanted: ByteRange | None = parse_range(spec, st.st_size)
-        except Unsatisfiable as exc:
-            raise HTTPError(
-                416, f"Range {spec!r}: {exc}", [("content-range", f"bytes */{st.st_size}")]
-            ) from None
-        if wanted is not None:
-            status, offset, length = 206, wanted.start, wanted.length
-            headers.append(("content-range", wanted.content_range()))
-    headers.append(("content-length", str(length)))
+    status, offset, length = select_range(req, st.st_size, headers, with_body=with_body)
     if not with_body:
         await req.respond(status, headers)
         return
@@ -112,6 +100,28 @@ async def _serve(req: Request, *, with_body: bool) -> None:
             await _stream(req, fd, offset, length)
     finally:
         os.close(fd)
+
+
+def select_range(
+    req: Request, size: int, headers: list[tuple[str, str]], *, with_body: bool
+) -> tuple[int, int, int]:
+    """(status, offset, length) of the answer to a GET/HEAD of ``size`` bytes: the one
+    ``Range`` asked for (206; 416 when it lies past the end), else all of it (200). Adds
+    ``Content-Range`` and ``Content-Length`` to ``headers``."""
+    status, offset, length = 200, 0, size
+    spec = req.header("range")
+    if with_body and spec is not None:
+        try:
+            wanted: ByteRange | None = parse_range(spec, size)
+        except Unsatisfiable as exc:
+            raise HTTPError(
+                416, f"Range {spec!r}: {exc}", [("content-range", f"bytes */{size}")]
+            ) from None
+        if wanted is not None:
+            status, offset, length = 206, wanted.start, wanted.length
+            headers.append(("content-range", wanted.content_range()))
+    headers.append(("content-length", str(length)))
+    return status, offset, length
 
 
 def _read_exactly(fd: int, offset: int, length: int) -> bytes:
