@@ -48,9 +48,12 @@ class ClientConfig:
         if password is None and saved.get("password_file") and username == saved.get("username"):
             pw_file = Path(saved["password_file"])
             password = pw_file.read_text().strip() if pw_file.exists() else None
+        # the saved account goes with the saved login only: another user's name or a token
+        # acts as that identity's own account (unless FEDLAKE_ACCOUNT says otherwise)
+        own_login = not env.get("FEDLAKE_TOKEN") and username == saved.get("username")
         return cls(
             url=url.rstrip("/"),
-            account=env.get("FEDLAKE_ACCOUNT") or saved.get("account"),
+            account=env.get("FEDLAKE_ACCOUNT") or (saved.get("account") if own_login else None),
             username=username,
             password=password,
             token=env.get("FEDLAKE_TOKEN"),

@@ -1,0 +1,38 @@
+"""Where the client's settings come from: the environment, else the file ``fedlake up``
+wrote into the data directory (``client.json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedlake.client.http import ClientConfig
+
+
+def _saved(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "client.json").write_text(
+        json.dumps({"url": "http://127.0.0.1:8080", "username": "root", "account": "root"})
+    )
+    return {"FEDLAKE_DATA_DIR": str(tmp_path)}
+
+
+def test_the_saved_login_acts_as_the_saved_account(tmp_path: Path) -> None:
+    config = ClientConfig.load(_saved(tmp_path))
+    assert (config.url, config.username, config.account) == (
+        "http://127.0.0.1:8080",
+        "root",
+        "root",
+    )
+
+
+def test_another_user_acts_as_its_own_account(tmp_path: Path) -> None:
+    env = _saved(tmp_path) | {"FEDLAKE_USERNAME": "alice", "FEDLAKE_PASSWORD": "pw"}
+    config = ClientConfig.load(env)
+    assert (config.username, config.account) == ("alice", None)  # the server's default
+    env["FEDLAKE_ACCOUNT"] = "cms_prod"
+    assert ClientConfig.load(env).account == "cms_prod"
+
+
+def test_a_token_acts_as_its_own_account(tmp_path: Path) -> None:
+    config = ClientConfig.load(_saved(tmp_path) | {"FEDLAKE_TOKEN": "a.b.c"})
+    assert (config.token, config.account) == ("a.b.c", None)
