@@ -166,40 +166,30 @@ async def _send(
 ) -> None:
     """Send ``length`` bytes from ``offset``, block after block (the next one looked up
     while this one is sent); ``first`` is the first block, already opened."""
-    gone = asyncio.Event()
-
-    async def watch() -> None:  # the only way an ASGI app learns the client left
-        while True:
-            message = await req.receive()
-            if message["type"] == "http.disconnect":
-                gone.set()
-                return
-
-    watcher = asyncio.ensure_future(watch())
     fd, hit = first
     idx = offset // info.span
     following: asyncio.Future[tuple[int, bool]] | None = None
     all_hits = True
     try:
-        while True:
-            start, size = info.block_range(idx)
-            n = min(length, start + size - offset)
-            if n < length:
-                following = asyncio.ensure_future(fetcher.block(info, idx + 1))
-            metrics.block_hits.inc() if hit else metrics.block_misses.inc()
-            all_hits = all_hits and hit
-            await _pump(req, fd, offset - start, n, gone, more=n < length)
-            (metrics.hit_bytes if hit else metrics.miss_bytes).inc(n)
-            os.close(fd)
-            fd = -1
-            offset, length = offset + n, length - n
-            if length == 0 or gone.is_set() or following is None:
-                return
-            fd, hit = await following
-            following = None
-            idx += 1
+        async with req.watch_disconnect() as gone:
+            while True:
+                start, size = info.block_range(idx)
+                n = min(length, start + size - offset)
+                if n < length:
+                    following = asyncio.ensure_future(fetcher.block(info, idx + 1))
+                metrics.block_hits.inc() if hit else metrics.block_misses.inc()
+                all_hits = all_hits and hit
+                await _pump(req, fd, offset - start, n, gone, more=n < length)
+                (metrics.hit_bytes if hit else metrics.miss_bytes).inc(n)
+                os.close(fd)
+                fd = -1
+                offset, length = offset + n, length - n
+                if length == 0 or gone.is_set() or following is None:
+                    return
+                fd, hit = await following
+                following = None
+                idx += 1
     finally:
-        watcher.cancel()
         (metrics.hits if all_hits else metrics.misses).inc()
         if fd >= 0:
             os.close(fd)

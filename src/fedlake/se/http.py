@@ -8,7 +8,8 @@ turns every error into a response in one place.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -139,6 +140,25 @@ class Request:
         """The whole body is the file at ``path``, sent by the server (after :meth:`start`;
         only where :meth:`can_pathsend`). The server opens the file after this returns."""
         await self.send({"type": "http.response.pathsend", "path": path})
+
+    @contextlib.asynccontextmanager
+    async def watch_disconnect(self) -> AsyncIterator[asyncio.Event]:
+        """An event set when the client goes away (while a long body is sent: the only way
+        an ASGI app learns it); watched until the block ends."""
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            yield gone
+        finally:
+            watcher.cancel()
 
     async def body(self, data: bytes | memoryview, *, more: bool = False) -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": more})

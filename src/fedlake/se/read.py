@@ -137,34 +137,26 @@ def _read_exactly(fd: int, offset: int, length: int) -> bytes:
 async def _stream(req: Request, fd: int, offset: int, length: int) -> None:
     """Send ``length`` bytes from ``offset``: the next block is read while one is sent."""
     loop = asyncio.get_running_loop()
-    gone = asyncio.Event()
-
-    async def watch() -> None:  # the only way an ASGI app learns the client left
-        while True:
-            message = await req.receive()
-            if message["type"] == "http.disconnect":
-                gone.set()
-                return
-
-    watcher = asyncio.ensure_future(watch())
-    pending = loop.run_in_executor(req.ctx.pool, os.pread, fd, min(BLOCK, length), offset)
-    try:
-        left = length
-        while left > 0:
-            data = await pending
-            if not data:
-                raise OSError(f"the file shrank while being sent ({length - left} of {length})")
-            left -= len(data)
-            offset += len(data)
-            if left > 0:
-                pending = loop.run_in_executor(req.ctx.pool, os.pread, fd, min(BLOCK, left), offset)
-            if gone.is_set():
-                return
-            await req.body(data, more=left > 0)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(BaseException):
-            await pending  # never close the descriptor under a running read
+    async with req.watch_disconnect() as gone:
+        pending = loop.run_in_executor(req.ctx.pool, os.pread, fd, min(BLOCK, length), offset)
+        try:
+            left = length
+            while left > 0:
+                data = await pending
+                if not data:
+                    raise OSError(f"the file shrank while being sent ({length - left} of {length})")
+                left -= len(data)
+                offset += len(data)
+                if left > 0:
+                    pending = loop.run_in_executor(
+                        req.ctx.pool, os.pread, fd, min(BLOCK, left), offset
+                    )
+                if gone.is_set():
+                    return
+                await req.body(data, more=left > 0)
+        finally:
+            with contextlib.suppress(BaseException):
+                await pending  # never close the descriptor under a running read
 
 
 async def propfind(req: Request) -> None:
