@@ -10,7 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from fedlake.cli.se_serve import ServerChoice, server_choice
+from fedlake.cli.se_serve import (
+    ServerChoice,
+    check_tls,
+    load_settings,
+    server_choice,
+    warn_closed,
+)
 
 __all__ = ["parse_size", "register"]
 
@@ -86,12 +92,10 @@ def cache(
 ) -> None:
     """Read-through cache: serve files of an origin (HTTP, S3, XRootD, POSIX) over HTTP,
     kept on a bounded disk with LRU eviction."""
-    import dataclasses
     import os
     import shutil
 
     from fedlake.domain.errors import InvalidInput
-    from fedlake.se.config import SEConfig, load_config
 
     try:
         capacity, block = parse_size(size), parse_size(block_size)
@@ -99,15 +103,9 @@ def cache(
         raise typer.BadParameter(str(exc)) from None
     if not 0 < low < high <= 1:
         raise typer.BadParameter("need 0 < --low < --high <= 1")
-    try:
-        settings = load_config(config) if config is not None else SEConfig()
-    except InvalidInput as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from None
-    if allow_anonymous:
-        settings = dataclasses.replace(settings, allow_anonymous=True)
+    settings = load_settings(config, allow_anonymous=allow_anonymous)
     chosen = server_choice(server)
-    if (tls_cert is None) != (tls_key is None):
-        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
+    check_tls(tls_cert, tls_key)
     token = lake_token_file.read_text().strip() if lake_token_file is not None else None
     directory.mkdir(parents=True, exist_ok=True)
     # counters of all workers add up through files here (before prometheus_client loads)
@@ -146,12 +144,7 @@ def cache(
         "unindexed blocks cleaned up)",
         err=True,
     )
-    if not settings.allow_anonymous and not settings.issuers and not settings.areas:
-        typer.echo(
-            "fedlake se cache: no issuers and no storage areas configured: every request "
-            "will be refused (give --config, or --allow-anonymous)",
-            err=True,
-        )
+    warn_closed(settings, "cache")
     serve(
         ServeOptions(
             root=directory,

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-__all__ = ["ServerChoice", "register", "server_choice"]
+if TYPE_CHECKING:
+    from fedlake.se.config import SEConfig
+
+__all__ = ["ServerChoice", "check_tls", "load_settings", "register", "server_choice", "warn_closed"]
 
 #: ``--server``: the HTTP server the SE runs on (``fedlake.se.server.SERVERS``)
 ServerChoice = Annotated[
@@ -36,6 +39,41 @@ def server_choice(name: str | None) -> str:
             f"{name} is not installed: pip install 'fedlake[{name}]'", param_hint="--server"
         )
     return name
+
+
+def load_settings(config: Path | None, *, allow_anonymous: bool) -> SEConfig:
+    """The server's settings: ``--config``'s file (checked) and ``--allow-anonymous``."""
+    import dataclasses
+
+    from fedlake.domain.errors import InvalidInput
+    from fedlake.se.config import SEConfig, load_config
+
+    try:
+        settings = load_config(config) if config is not None else SEConfig()
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    if allow_anonymous:
+        settings = dataclasses.replace(settings, allow_anonymous=True)
+    return settings
+
+
+def check_tls(cert: Path | None, key: Path | None) -> None:
+    """``--tls-cert`` and ``--tls-key``: both or neither, and files."""
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{path} is not a file", param_hint="--tls-cert/--tls-key")
+
+
+def warn_closed(settings: SEConfig, command: str) -> None:
+    """Say so when nothing may pass: no issuer, no area, no anonymous access."""
+    if not settings.allow_anonymous and not settings.issuers and not settings.areas:
+        typer.echo(
+            f"fedlake se {command}: no issuers and no storage areas configured: every request "
+            "will be refused (give --config, or --allow-anonymous for development)",
+            err=True,
+        )
 
 
 def serve(
@@ -77,17 +115,11 @@ def serve(
     """Serve a directory over HTTP/WebDAV (GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND)."""
     import dataclasses
 
-    from fedlake.domain.errors import InvalidInput
-    from fedlake.se.config import SEConfig, TapeConfig, load_config
+    from fedlake.se.config import TapeConfig
     from fedlake.se.server import ServeOptions
     from fedlake.se.server import serve as run
 
-    try:
-        settings = load_config(config) if config is not None else SEConfig()
-    except InvalidInput as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from None
-    if allow_anonymous:
-        settings = dataclasses.replace(settings, allow_anonymous=True)
+    settings = load_settings(config, allow_anonymous=allow_anonymous)
     if tape and settings.tape is None:
         settings = dataclasses.replace(settings, tape=TapeConfig())
     root = root or settings.root
@@ -96,17 +128,8 @@ def serve(
     if not root.is_dir():
         raise typer.BadParameter(f"{root} is not a directory", param_hint="--root")
     chosen = server_choice(server)
-    if (tls_cert is None) != (tls_key is None):
-        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
-    for path in (tls_cert, tls_key):
-        if path is not None and not path.is_file():
-            raise typer.BadParameter(f"{path} is not a file", param_hint="--tls-cert/--tls-key")
-    if not settings.allow_anonymous and not settings.issuers and not settings.areas:
-        typer.echo(
-            "fedlake se: no issuers and no storage areas configured: every request will be "
-            "refused (give --config, or --allow-anonymous for development)",
-            err=True,
-        )
+    check_tls(tls_cert, tls_key)
+    warn_closed(settings, "serve")
     run(
         ServeOptions(
             root=root,
