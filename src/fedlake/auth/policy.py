@@ -133,6 +133,18 @@ def require_capability(caller: Caller, operation: str, scope: str, name: str, wh
         )
 
 
+def require_whole_namespace(caller: Caller, operation: str, what: str) -> None:
+    """Refuse a token with capabilities unless they grant ``operation`` on ``/``: for
+    what acts on DIDs not known yet (a subscription's rules follow every new match)."""
+    if caller.capabilities is None or allows(caller.capabilities, operation, "/"):
+        return
+    raise AccessDenied(
+        f"the token of account {caller.account} may not {what}: it acts on every DID that "
+        f"will match, so it needs the capability {_what_needed(operation, '/')}; get a token "
+        "with that scope (or one without storage scopes)"
+    )
+
+
 def rule_groups(groups: Collection[str]) -> set[str]:
     """The groups whose namespace rules apply to a member of ``groups``: each group and
     every group above it (``/escape/cms`` → ``/escape/cms``, ``/escape``)."""

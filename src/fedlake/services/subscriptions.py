@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fedlake.auth import policy
 from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake
 from fedlake.catalog import subscriptions as core
@@ -257,6 +258,7 @@ def add_subscription(lake: Lake, caller: Caller, account: str, name: str, body: 
     if retroactive, for the existing ones)."""
     account, name = validate_account(account), _name(name)
     _require_owner(caller, account, "add")
+    policy.require_whole_namespace(caller, "read", "add subscriptions")
     options = _options(body, _ADD_OPTIONS)
     now = utcnow()
     with lake.db.write() as s:
@@ -284,6 +286,7 @@ def update_subscription(lake: Lake, caller: Caller, account: str, name: str, bod
     ``state`` I/INACTIVE deactivates it and A/ACTIVE activates it again."""
     account, name = validate_account(account), _name(name)
     _require_owner(caller, account, "change")
+    policy.require_whole_namespace(caller, "read", "change subscriptions")
     options = _options(body, _UPDATE_OPTIONS)
     now = utcnow()
     with lake.db.write() as s:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from fedlake.auth import policy
 from fedlake.auth.policy import Caller, require_admin
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
@@ -100,6 +101,8 @@ def submit(lake: Lake, caller: Caller, body: Any) -> list[int]:
                 validate_did_name(req_str(d, "name", "DID")),
             )
         )
+    for scope, name in keys:  # a token's capabilities: no copy of what it may not read
+        policy.require_capability(caller, "read", scope, name, "copy")
     with lake.db.write() as s:
         row = rse_core.get_rse(s, rse)
         if not row.availability_write:
@@ -164,12 +167,14 @@ def get_request(lake: Lake, caller: Caller, request_id: int) -> dict[str, Any]:
         h = embargo.hidden(s, caller)
         if h is not None and (h.hides(r.scope, r.name) or embargo.hidden_rules(s, h, [r.rule_id])):
             raise RequestNotFound(f"transfer request {request_id} does not exist")  # as admin
+        policy.require_read(policy.reader(s, caller, lake.settings.policy_read), r.scope, r.name)
         return _with_attempts(s, r, core.rse_names(s))
 
 
 def list_requests(lake: Lake, caller: Caller, filters: dict[str, str]) -> list[dict[str, Any]]:
-    """Transfer requests; those of DIDs embargoed from ``caller`` are left out (after the
-    limit: a listing may then hold fewer than ``limit`` rows)."""
+    """Transfer requests; those of DIDs embargoed from ``caller`` or that it may not read
+    (``fedlake.auth.policy``) are left out (after the limit: a listing may then hold fewer
+    than ``limit`` rows)."""
     known = {"state", "scope", "name", "rse", "rule_id", "limit"}
     unknown = sorted(set(filters) - known)
     if unknown:
@@ -207,7 +212,9 @@ def list_requests(lake: Lake, caller: Caller, filters: dict[str, str]) -> list[d
             rows = list(h.keep(rows, lambda r: (r.scope, r.name)))
             gone = embargo.hidden_rules(s, h, (r.rule_id for r in rows))
             rows = [r for r in rows if r.rule_id not in gone]
-        return [admin.request_dict(r, names) for r in rows]
+        r = policy.reader(s, caller, lake.settings.policy_read)
+        rows = list(policy.keep_readable(r, rows, lambda row: (row.scope, row.name)))
+        return [admin.request_dict(row, names) for row in rows]
 
 
 def summary(lake: Lake) -> dict[str, Any]:

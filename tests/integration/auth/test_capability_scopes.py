@@ -40,9 +40,10 @@ def world(lake: Lake, root: Caller) -> None:
     did_svc.add_dids(lake, root, [{"scope": "atlas", "name": "ds"}])
 
 
-def as_alice(api: TestClient, scope: str) -> TestClient:
-    """A client holding a token of the lake for alice with exactly ``scope``."""
-    r = api.post("/iam/tokens", json={"account": "alice", "scope": scope})
+def as_alice(api: TestClient, scope: str, account: str = "alice") -> TestClient:
+    """A client holding a token of the lake for alice (or ``account``) with exactly
+    ``scope``."""
+    r = api.post("/iam/tokens", json={"account": account, "scope": scope})
     assert r.status_code == 201, r.text
     headers = {"X-Rucio-Auth-Token": r.json()["access_token"]}
     return TestClient(api.app, raise_server_exceptions=False, headers=headers)
@@ -181,3 +182,46 @@ def test_only_what_the_token_may_read_or_create_can_be_attached(
     creator = as_alice(api, "storage.create:/foo/ds storage.create:/foo/f2")
     assert post(creator, "/dids/foo/ds/dids", body).status_code == 201
     assert [d["name"] for d in ndjson(full.get("/dids/foo/ds/dids"))] == ["f2"]
+
+
+def test_transfers_follow_the_capabilities_of_the_token(api: TestClient, world: None) -> None:
+    files = [{"scope": "foo", "name": n, "bytes": 1, "adler32": "00000001"} for n in ("f1", "f2")]
+    assert post(api, "/replicas", {"rse": "LOCAL-DISK", "files": files}).status_code == 201
+    narrow = as_alice(api, "storage.read:/foo/f1", account="root")  # an admin's token
+
+    def submit(client: TestClient, *names: str) -> Any:
+        dids = [{"scope": "foo", "name": n} for n in names]
+        return post(client, "/transfers/", {"dids": dids, "rse": "LOCAL-SAFE"})
+
+    refused(submit(narrow, "f1", "f2"), "storage.read:/foo/f2")
+    assert ndjson(api.get("/transfers/")) == []  # nothing queued by the refused call
+    r = submit(narrow, "f1")
+    assert r.status_code == 201, r.text
+    [mine] = r.json()["request_ids"]
+    r = submit(api, "f2")
+    assert r.status_code == 201, r.text
+    [other] = r.json()["request_ids"]
+    assert [t["id"] for t in ndjson(narrow.get("/transfers/"))] == [mine]
+    assert narrow.get(f"/transfers/{mine}").status_code == 200
+    refused(narrow.get(f"/transfers/{other}"), "storage.read:/foo/f2")
+    assert sorted(t["id"] for t in ndjson(api.get("/transfers/"))) == sorted([mine, other])
+
+
+def test_subscriptions_need_read_on_the_whole_namespace(api: TestClient, world: None) -> None:
+    sub = {
+        "options": {
+            "filter": {"scope": ["foo"]},
+            "replication_rules": [{"copies": 1, "rse_expression": "LOCAL-SAFE"}],
+            "lifetime": False,
+        }
+    }
+    narrow = as_alice(api, "storage.read:/foo storage.modify:/foo")
+    refused(post(narrow, "/subscriptions/alice/raw", sub), "storage.read:/")
+    assert ndjson(api.get("/subscriptions/alice")) == []
+    wide = as_alice(api, "storage.read:/")
+    assert post(wide, "/subscriptions/alice/raw", sub).status_code == 201
+    change = json.dumps({"options": {"comments": "changed"}})
+    refused(narrow.put("/subscriptions/alice/raw", content=change), "storage.read:/")
+    assert wide.put("/subscriptions/alice/raw", content=change).status_code == 201
+    [found] = ndjson(api.get("/subscriptions/alice/raw"))
+    assert found["comments"] == "changed"
