@@ -6,9 +6,7 @@ and the errors people get."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,10 +15,10 @@ import pytest
 from fedlake.client import Client, ClientConfig
 from fedlake.client.iam import IamClient
 from fedlake.domain.errors import AuthenticationFailed
-from tests.helpers import ROOT_PASSWORD, LiveLake, lake_on, pg_base_url
+from tests.e2e import cli
+from tests.helpers import LiveLake, pg_base_url
 
 BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
-PASSWORDS = {"root": ROOT_PASSWORD, "alice": "alice-secret-password", "bob": "bob-secret-pw1"}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -28,45 +26,16 @@ def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveLake]:
     """One live lake per backend, with USER accounts alice and bob."""
-    with lake_on(
-        request.param, tmp_path_factory.mktemp(f"iam-cli-{request.param}") / "data"
-    ) as lake:
-        with client(lake, "root") as c:
-            for name in ("alice", "bob"):
-                c.add_account(name, "USER", f"{name}@example.org")
-                c.add_identity(name, name, PASSWORDS[name])
+    data_dir = tmp_path_factory.mktemp(f"iam-cli-{request.param}") / "data"
+    with cli.lake_with_users(request.param, data_dir) as lake:
         yield lake
-
-
-def client(live: LiveLake, account: str) -> Client:
-    return Client(ClientConfig(url=live.url, username=account, password=PASSWORDS[account]))
 
 
 def fedlake(
     live: LiveLake, *args: str, code: int = 0, account: str = "root"
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``fedlake`` command as ``account``; assert its exit status."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
-    env.update(
-        FEDLAKE_URL=live.url,
-        FEDLAKE_USERNAME=account,
-        FEDLAKE_PASSWORD=PASSWORDS[account],
-        FEDLAKE_ACCOUNT=account,
-        FEDLAKE_DATA_DIR=str(live.data_dir),
-        COLUMNS="250",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == code, (
-        f"fedlake {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    )
-    return proc
+    return cli.fedlake(live, *args, account=account, password=cli.PASSWORDS[account], code=code)
 
 
 def as_json(live: LiveLake, *args: str, account: str = "root") -> Any:
@@ -163,7 +132,7 @@ def test_groups_members_requests_and_audit(live: LiveLake) -> None:
 
 
 def test_suspension_reinstatement_and_revocation(live: LiveLake) -> None:
-    with client(live, "alice") as c:
+    with cli.user_client(live, "alice") as c:
         iam = IamClient(c)
         assert iam.me()["account"] == "alice"
         users = as_json(live, "iam", "user", "list")
@@ -176,7 +145,7 @@ def test_suspension_reinstatement_and_revocation(live: LiveLake) -> None:
     fedlake(live, "iam", "user", "whoami", code=2)  # no such command: typer's usage error
     fedlake(live, "iam", "user", "list", code=1, account="alice")
     fedlake(live, "iam", "user", "reinstate", "alice")
-    with client(live, "alice") as c:
+    with cli.user_client(live, "alice") as c:
         assert c.whoami()["account"] == "alice"
         out = fedlake(live, "iam", "user", "revoke-tokens", "alice", account="alice").stdout
         assert "revoked every token of alice" in out

@@ -5,34 +5,26 @@ non-member does not), the rule is removed and the member is refused again."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from fedlake.client import Client, ClientConfig
 from fedlake.client.iam import IamClient
 from fedlake.domain.errors import AccessDenied
-from tests.helpers import ROOT_PASSWORD, LiveLake, lake_on, pg_base_url
+from tests.e2e.cli import fedlake, lake_with_users, user_client
+from tests.helpers import LiveLake, pg_base_url
 
 BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
-PASSWORDS = {"root": ROOT_PASSWORD, "alice": "alice-secret-password", "bob": "bob-secret-pw1"}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveLake]:
-    with lake_on(
-        request.param, tmp_path_factory.mktemp(f"policy-cli-{request.param}") / "data"
-    ) as lake:
-        with client(lake, "root") as c:
-            for name in ("alice", "bob"):
-                c.add_account(name, "USER", f"{name}@example.org")
-                c.add_identity(name, name, PASSWORDS[name])
+    data_dir = tmp_path_factory.mktemp(f"policy-cli-{request.param}") / "data"
+    with lake_with_users(request.param, data_dir) as lake:
+        with user_client(lake, "root") as c:
             c.add_scope("root", "cms_prod")
             iam = IamClient(c)
             iam.add_group("/escape")
@@ -41,34 +33,8 @@ def live(
         yield lake
 
 
-def client(live: LiveLake, account: str) -> Client:
-    return Client(ClientConfig(url=live.url, username=account, password=PASSWORDS[account]))
-
-
-def fedlake(live: LiveLake, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
-    env.update(
-        FEDLAKE_URL=live.url,
-        FEDLAKE_USERNAME="root",
-        FEDLAKE_PASSWORD=ROOT_PASSWORD,
-        FEDLAKE_ACCOUNT="root",
-        FEDLAKE_DATA_DIR=str(live.data_dir),
-        COLUMNS="250",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == code, f"fedlake {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 def add_dataset(live: LiveLake, account: str, name: str) -> Any:
-    with client(live, account) as c:
+    with user_client(live, account) as c:
         return c.add_did("cms_prod", name, "DATASET")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from fedlake.client import Client, ClientConfig
+from tests.e2e import cli
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
@@ -50,45 +50,16 @@ def root_client(live: LiveLake) -> Client:
     return Client(ClientConfig(url=live.url, username="root", password=ROOT_PASSWORD))
 
 
-def env(live: LiveLake, account: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
-    out.update(
-        FEDLAKE_URL=live.url,
-        FEDLAKE_USERNAME=account,
-        FEDLAKE_PASSWORD=ROOT_PASSWORD if account == "root" else BOB_PASSWORD,
-        FEDLAKE_ACCOUNT=account,
-        FEDLAKE_DATA_DIR=str(live.data_dir),
-        COLUMNS="250",
-    )
-    return out
-
-
 def fedlake(
     live: LiveLake, *args: str, code: int = 0, account: str = "root"
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``fedlake`` command; assert its exit status."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=env(live, account),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == code, (
-        f"fedlake {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    )
-    return proc
+    """Run the real ``fedlake`` command as root or bob; assert its exit status."""
+    password = ROOT_PASSWORD if account == "root" else BOB_PASSWORD
+    return cli.fedlake(live, *args, account=account, password=password, code=code)
 
 
 def background(live: LiveLake, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=env(live, "root"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return cli.spawn_fedlake(live.url, *args, data_dir=live.data_dir)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[int, str, str]:

@@ -6,10 +6,8 @@ existed, until the embargo is lifted. On both databases."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import zlib
 from datetime import timedelta
 
@@ -17,6 +15,7 @@ import httpx
 
 from fedlake.client import Client, ClientConfig
 from fedlake.domain.timefmt import utcnow
+from tests.e2e.cli import fedlake
 from tests.e2e.conftest import RucioLake, _client_env
 from tests.helpers import ROOT_PASSWORD
 
@@ -36,28 +35,6 @@ def _rucio_as_bob(rucio_lake: RucioLake) -> RucioLake:
     return RucioLake(
         rucio_lake.live, rucio_lake.backend, workdir, config, _client_env(workdir, config)
     )
-
-
-def _fedlake(rucio_lake: RucioLake, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
-    env.update(
-        FEDLAKE_URL=rucio_lake.url,
-        FEDLAKE_USERNAME="root",
-        FEDLAKE_PASSWORD=ROOT_PASSWORD,
-        FEDLAKE_ACCOUNT="root",
-        FEDLAKE_DATA_DIR=str(rucio_lake.live.data_dir),
-        COLUMNS="250",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"fedlake {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def _setup(lake_api: httpx.Client, rucio_lake: RucioLake) -> None:
@@ -103,15 +80,15 @@ def test_rucio_cli_as_non_member(rucio_lake: RucioLake, lake_api: httpx.Client) 
     _setup(lake_api, rucio_lake)
     until = (utcnow() + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%S")
     added = json.loads(
-        _fedlake(
-            rucio_lake,
+        fedlake(
+            rucio_lake.live,
             "iam", "embargo", "add", f"{SCOPE}:sekrit-ds",
             "--group", "/lofar", "--until", until, "--reason", "proprietary period", "--json",
         ).stdout
     )  # fmt: skip
-    listed = json.loads(_fedlake(rucio_lake, "iam", "embargo", "list", "--json").stdout)
+    listed = json.loads(fedlake(rucio_lake.live, "iam", "embargo", "list", "--json").stdout)
     assert [(e["id"], e["name"], e["active"]) for e in listed] == [(added["id"], "sekrit-ds", True)]
-    assert "proprietary period" in _fedlake(rucio_lake, "iam", "embargo", "list").stdout
+    assert "proprietary period" in fedlake(rucio_lake.live, "iam", "embargo", "list").stdout
 
     bob = _rucio_as_bob(rucio_lake)
     for args in (
@@ -129,7 +106,7 @@ def test_rucio_cli_as_non_member(rucio_lake: RucioLake, lake_api: httpx.Client) 
         assert _norm(hidden, "sekrit-ds") == _norm(never, "never-ds"), cmd
     assert "sekrit-f1" in rucio_lake.cli_ok("list-file-replicas", f"{SCOPE}:sekrit-ds").stdout
 
-    _fedlake(rucio_lake, "iam", "embargo", "remove", str(added["id"]))
+    fedlake(rucio_lake.live, "iam", "embargo", "remove", str(added["id"]))
     assert "sekrit-ds" in bob.cli_ok("list-dids", f"{SCOPE}:*").stdout
     assert "sekrit-f1" in bob.cli_ok("list-file-replicas", f"{SCOPE}:sekrit-ds").stdout
     assert "sekrit-ds" in bob.cli_ok("get-metadata", f"{SCOPE}:sekrit-ds").stdout

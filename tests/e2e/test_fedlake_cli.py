@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from fedlake.client import Client, ClientConfig
+from tests.e2e.cli import fedlake_command, fedlake_env, run_fedlake
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
@@ -35,30 +36,9 @@ def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveLake]:
         yield lake
 
 
-def cli_env(live: LiveLake) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
-    env.update(
-        FEDLAKE_URL=live.url,
-        FEDLAKE_USERNAME="root",
-        FEDLAKE_PASSWORD=ROOT_PASSWORD,
-        FEDLAKE_ACCOUNT="root",
-        FEDLAKE_DATA_DIR=str(live.data_dir),
-        COLUMNS="250",
-    )
-    return env
-
-
-def fedlake(live: LiveLake, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=cli_env(live),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"fedlake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+def fedlake(live: LiveLake, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``fedlake`` command as root (300 s at most); assert it succeeds."""
+    return run_fedlake(live.url, *args, data_dir=live.data_dir, timeout=300)
 
 
 _open: list[Client] = []
@@ -203,22 +183,12 @@ def test_killed_upload_resumes_and_converges(live: LiveLake, tmp_path: Path) -> 
     names = sorted(files)
     c = client(live)
     disk = live.data_dir / "rses" / "disk"
+    src = str(tmp_path / "big")
+    upload = ("upload", "--rse", "LOCAL-DISK", "-j", "4", "--dataset", "user.root:big", src)
     for delay in (0.3, 0.8, 1.5):
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fedlake.cli",
-                "upload",
-                "--rse",
-                "LOCAL-DISK",
-                "-j",
-                "4",
-                "--dataset",
-                "user.root:big",
-                str(tmp_path / "big"),
-            ],
-            env=cli_env(live),
+            fedlake_command(*upload),
+            env=fedlake_env(live.url, data_dir=live.data_dir),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -230,17 +200,7 @@ def test_killed_upload_resumes_and_converges(live: LiveLake, tmp_path: Path) -> 
             assert p.read_bytes() == files[p.name], f"{p} is partial"
         for name, meta in _registered(c, names).items():
             assert meta["bytes"] == len(files[name])
-    fedlake(
-        live,
-        "upload",
-        "--rse",
-        "LOCAL-DISK",
-        "-j",
-        "4",
-        "--dataset",
-        "user.root:big",
-        str(tmp_path / "big"),
-    )
+    fedlake(live, *upload)
     reg = _registered(c, names)
     assert sorted(reg) == names
     for name in names:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ import pytest
 
 from fedlake.bootstrap import build_lake
 from fedlake.settings import Settings
+from tests.e2e.cli import run_fedlake
 from tests.e2e.conftest import RUCIO_BIN, RucioLake
-from tests.helpers import ROOT_PASSWORD
 from tests.issuer_app import WLCG_ANY, TestIssuer, run_issuer
 
 
@@ -37,38 +36,17 @@ def issuer() -> Iterator[TestIssuer]:
         yield iss
 
 
-def fedlake_cli(rucio_lake: RucioLake, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
-    env.update(
-        FEDLAKE_URL=rucio_lake.url,
-        FEDLAKE_USERNAME="root",
-        FEDLAKE_PASSWORD=ROOT_PASSWORD,
-        FEDLAKE_ACCOUNT="root",
-        COLUMNS="250",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"fedlake {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 @pytest.fixture(scope="module")
 def trusted(rucio_lake: RucioLake, lake_api: httpx.Client, issuer: TestIssuer) -> TestIssuer:
     """Issuer trusted through the CLI; alice-sub is alice, group /escape/cms maps to cms."""
-    fedlake_cli(rucio_lake, "iam", "issuer", "add", issuer.url, "--audience", WLCG_ANY)
+    run_fedlake(rucio_lake.url, "iam", "issuer", "add", issuer.url, "--audience", WLCG_ANY)
     for account in ("alice", "cms"):
         r = lake_api.post(f"/accounts/{account}", content=b'{"type": "USER"}')
         assert r.status_code == 201, r.text
     ident = {"identity": f"SUB=alice-sub, ISS={issuer.url}", "authtype": "OIDC"}
     r = lake_api.post("/accounts/alice/identities", content=json.dumps(ident))
     assert r.status_code == 201, r.text
-    fedlake_cli(rucio_lake, "iam", "group-map", "add", issuer.url, "/escape/cms", "cms")
+    run_fedlake(rucio_lake.url, "iam", "group-map", "add", issuer.url, "/escape/cms", "cms")
     return issuer
 
 
@@ -112,9 +90,9 @@ def whoami_account(env: dict[str, str]) -> str:
 
 
 def test_the_cli_shows_the_trust_settings(rucio_lake: RucioLake, trusted: TestIssuer) -> None:
-    issuers = json.loads(fedlake_cli(rucio_lake, "iam", "issuer", "list", "--json").stdout)
+    issuers = json.loads(run_fedlake(rucio_lake.url, "iam", "issuer", "list", "--json").stdout)
     assert [(i["issuer"], i["audiences"]) for i in issuers] == [(trusted.url, [WLCG_ANY])]
-    maps = json.loads(fedlake_cli(rucio_lake, "iam", "group-map", "list", "--json").stdout)
+    maps = json.loads(run_fedlake(rucio_lake.url, "iam", "group-map", "list", "--json").stdout)
     assert [(m["group"], m["account"]) for m in maps] == [("/escape/cms", "cms")]
 
 
@@ -188,15 +166,15 @@ def test_the_cli_changes_and_removes_an_issuer(
     rucio_lake: RucioLake, lake_api: httpx.Client
 ) -> None:
     other = "https://iam.example.org/"
-    fedlake_cli(rucio_lake, "iam", "issuer", "add", other, "--algorithm", "ES256", "--no-wlcg")
-    fedlake_cli(rucio_lake, "iam", "issuer", "update", other, "--disable", "--audience", "x")
-    shown = json.loads(fedlake_cli(rucio_lake, "iam", "issuer", "show", other, "--json").stdout)
+    run_fedlake(rucio_lake.url, "iam", "issuer", "add", other, "--algorithm", "ES256", "--no-wlcg")
+    run_fedlake(rucio_lake.url, "iam", "issuer", "update", other, "--disable", "--audience", "x")
+    shown = json.loads(run_fedlake(rucio_lake.url, "iam", "issuer", "show", other, "--json").stdout)
     assert (shown["enabled"], shown["algorithms"], shown["audiences"]) == (False, ["ES256"], ["x"])
     assert shown["wlcg_profile"] is False
-    fedlake_cli(rucio_lake, "iam", "group-map", "add", other, "/g", "alice", "--priority", "2")
-    fedlake_cli(rucio_lake, "iam", "group-map", "remove", other, "/g")
-    fedlake_cli(rucio_lake, "iam", "issuer", "remove", other)
-    issuers = json.loads(fedlake_cli(rucio_lake, "iam", "issuer", "list", "--json").stdout)
+    run_fedlake(rucio_lake.url, "iam", "group-map", "add", other, "/g", "alice", "--priority", "2")
+    run_fedlake(rucio_lake.url, "iam", "group-map", "remove", other, "/g")
+    run_fedlake(rucio_lake.url, "iam", "issuer", "remove", other)
+    issuers = json.loads(run_fedlake(rucio_lake.url, "iam", "issuer", "list", "--json").stdout)
     assert other not in [i["issuer"] for i in issuers]
     audit = lake_api.get("/iam/audit", params={"target": other})
     assert audit.status_code == 200, audit.text

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from fedlake.bootstrap import build_lake
 from fedlake.client import Client, ClientConfig
 from fedlake.daemons.subscriptions import SubscriptionDaemon
 from fedlake.settings import Settings
+from tests.e2e.cli import fedlake
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
@@ -31,29 +29,6 @@ def live(
 ) -> Iterator[LiveLake]:
     with lake_on(request.param, tmp_path_factory.mktemp("sub-cli") / "data") as lake:
         yield lake
-
-
-def fedlake(live: LiveLake, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
-    env.update(
-        FEDLAKE_URL=live.url,
-        FEDLAKE_USERNAME="root",
-        FEDLAKE_PASSWORD=ROOT_PASSWORD,
-        FEDLAKE_ACCOUNT="root",
-        FEDLAKE_DATA_DIR=str(live.data_dir),
-        COLUMNS="250",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if ok:
-        assert proc.returncode == 0, f"fedlake {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def run_daemon(live: LiveLake) -> None:
@@ -124,15 +99,14 @@ def test_errors_are_clear(live: LiveLake) -> None:
         '{"pattern": "("}',
         "--rule",
         '{"copies": 1, "rse_expression": "LOCAL-SAFE"}',
-        ok=False,
+        code=1,
     )
-    assert bad.returncode == 1
     assert "not a valid regular expression" in bad.stderr
-    bad = fedlake(live, "subscription", "add", "bad", "--filter", "{nope", ok=False)
+    bad = fedlake(live, "subscription", "add", "bad", "--filter", "{nope", code=None)
     assert bad.returncode != 0 and "--filter is not valid JSON" in bad.stderr + bad.stdout
-    bad = fedlake(live, "subscription", "add", "bad", ok=False)
+    bad = fedlake(live, "subscription", "add", "bad", code=None)
     assert "replication_rules is required" in bad.stderr
-    bad = fedlake(live, "subscription", "show", "nothing-here", ok=False)
+    bad = fedlake(live, "subscription", "show", "nothing-here", code=None)
     assert "SubscriptionNotFound" in bad.stderr
-    bad = fedlake(live, "subscription", "update", "nothing-here", ok=False)
+    bad = fedlake(live, "subscription", "update", "nothing-here", code=None)
     assert "nothing to change" in bad.stderr + bad.stdout

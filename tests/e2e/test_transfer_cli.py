@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from fedlake.client import Client, ClientConfig
+from tests.e2e.cli import fedlake, spawn_fedlake
 from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
@@ -43,34 +42,6 @@ def client(live: LiveLake) -> Iterator[Client]:
     config = ClientConfig(url=live.url, username="root", password=ROOT_PASSWORD, account="root")
     with Client(config) as c:
         yield c
-
-
-def env(live: LiveLake) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
-    out.update(
-        FEDLAKE_URL=live.url,
-        FEDLAKE_USERNAME="root",
-        FEDLAKE_PASSWORD=ROOT_PASSWORD,
-        FEDLAKE_ACCOUNT="root",
-        FEDLAKE_DATA_DIR=str(live.data_dir),
-        COLUMNS="250",
-    )
-    return out
-
-
-def fedlake(live: LiveLake, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedlake.cli", *args],
-        env=env(live),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == code, (
-        f"fedlake {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    )
-    return proc
 
 
 def as_json(live: LiveLake, *args: str) -> Any:
@@ -201,12 +172,13 @@ def _ignore_sigint() -> None:
 def test_watch_runs_until_interrupted(live: LiveLake, started_ignoring_sigint: bool) -> None:
     """Ctrl-C stops it; so does SIGINT when it was started as a script's background job
     (which starts with SIGINT ignored)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fedlake.cli", "transfer", "watch", "--interval", "0.2"],
-        env=env(live),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = spawn_fedlake(
+        live.url,
+        "transfer",
+        "watch",
+        "--interval",
+        "0.2",
+        data_dir=live.data_dir,
         preexec_fn=_ignore_sigint if started_ignoring_sigint else None,
     )
     try:
