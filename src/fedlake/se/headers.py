@@ -1,7 +1,7 @@
 """Parsing of the request headers the SE acts on; BadHeader (HTTP 400) names what is wrong.
 
-- ``Range`` (RFC 9110): one ``bytes=`` range; a list of ranges is answered with the
-  whole file (RFC 9110 lets a server ignore Range).
+- ``Range`` (RFC 9110): ``bytes=`` ranges, one (:func:`parse_range`) or a list
+  (:func:`parse_ranges`; what is sent for a list is decided in ``se.ranges``).
 - ``Digest`` (RFC 3230 instance digest, sent with a PUT) and ``Content-MD5`` (RFC 1864):
   adler32 as 8 hex digits, md5 as base64 (32 hex digits are accepted as well).
 - ``Want-Digest`` (RFC 3230): the algorithms asked for, best first (``q`` values).
@@ -30,6 +30,7 @@ __all__ = [
     "parse_digest",
     "parse_overwrite",
     "parse_range",
+    "parse_ranges",
     "parse_want_digest",
 ]
 
@@ -65,26 +66,54 @@ class ByteRange:
 
 
 class Unsatisfiable(ValueError):
-    """The range lies past the end of the file (HTTP 416)."""
+    """The range (every range of a list) lies past the end of the file (HTTP 416)."""
 
 
 def parse_range(header: str, size: int) -> ByteRange | None:
-    """The one range asked for in a file of ``size`` bytes; None for the whole file.
+    """The one range asked for in a file of ``size`` bytes; None for the whole file (a
+    list of ranges).
 
     BadHeader when malformed, :class:`Unsatisfiable` when it starts past the end."""
+    items = _range_items(header)
+    if len(items) > 1:
+        return None
+    return _byte_range(items[0], size, header)
+
+
+def parse_ranges(header: str, size: int) -> list[ByteRange]:
+    """Every satisfiable range asked for in a file of ``size`` bytes, in the order asked
+    (overlaps included: ``se.ranges`` merges them).
+
+    BadHeader when any range is malformed; the ranges past the end are left out, and
+    :class:`Unsatisfiable` when no range is left."""
+    wanted = []
+    for item in _range_items(header):
+        try:
+            wanted.append(_byte_range(item, size, header))
+        except Unsatisfiable:
+            continue
+    if not wanted:
+        raise Unsatisfiable(f"no range lies within the file's {size} bytes")
+    return wanted
+
+
+def _range_items(header: str) -> list[str]:
+    """The ``first-last`` items of a ``bytes=`` Range, each well formed."""
     unit, sep, spec = header.strip().partition("=")
     if not sep or unit.strip().lower() != "bytes":
         raise BadHeader(f"Range {header[:100]!r}: only 'bytes=first-last' ranges are served")
     items = [s.strip() for s in spec.split(",")]
-    if len(items) > 1:
-        for item in items:  # every part must still be well formed
-            if not _RANGE.match(item) or item == "-":
-                raise BadHeader(f"Range {header[:100]!r}: {item!r} is not first-last")
-        return None
-    got = _RANGE.match(items[0])
-    if got is None or items[0] == "-":
-        raise BadHeader(f"Range {header[:100]!r}: expected bytes=first-last, first- or -suffix")
-    first, last = got.group(1), got.group(2)
+    for item in items:
+        if not _RANGE.match(item) or item == "-":
+            raise BadHeader(
+                f"Range {header[:100]!r}: {item[:40]!r} is not first-last, first- or -suffix"
+            )
+    return items
+
+
+def _byte_range(item: str, size: int, header: str) -> ByteRange:
+    """One well-formed ``first-last``, ``first-`` or ``-suffix`` item, clipped to the file."""
+    first, _, last = item.partition("-")
     if not first:  # a suffix: the last N bytes
         n = int(last)
         if n == 0:

@@ -1,11 +1,12 @@
-"""The reading methods: GET (with one Range), HEAD (with ``Want-Digest``), PROPFIND, OPTIONS.
+"""The reading methods: GET (with ranges), HEAD (with ``Want-Digest``), PROPFIND, OPTIONS.
 
 GET of a whole file bigger than ``SMALL`` is handed to the server by path where it can
 send files itself (``http.response.pathsend``: granian). Otherwise, and for ranges, GET
 streams the file in big blocks read by a worker thread one block ahead of the socket
-(small files are read at once, in the event loop); a client that goes away stops the
-stream. ``Want-Digest`` on GET or HEAD adds ``Digest`` (adler32 in hex, md5 in base64,
-computed once and kept: ``se.checksums``).
+(small answers are read at once, in the event loop); a client that goes away stops the
+stream. A list of ranges is answered as ``se.ranges`` decides (a ``multipart/byteranges``
+body, streamed the same way). ``Want-Digest`` on GET or HEAD adds ``Digest`` (adler32 in
+hex, md5 in base64, computed once and kept: ``se.checksums``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import stat
+from collections.abc import Iterator, Sequence
 
 from fedlake.se.headers import (
     ByteRange,
@@ -21,12 +23,14 @@ from fedlake.se.headers import (
     format_digest,
     parse_depth,
     parse_range,
+    parse_ranges,
     parse_want_digest,
 )
 from fedlake.se.http import HTTPError, Request
 from fedlake.se.propfind import etag, http_date, listing, multistatus
+from fedlake.se.ranges import CONTENT_TYPE, Multipart, Piece, body_length, choose
 
-__all__ = ["ALLOW", "get", "head", "options", "propfind", "select_range"]
+__all__ = ["ALLOW", "get", "head", "options", "propfind", "select_range", "select_ranges"]
 
 ALLOW = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND"
 SMALL = 256 * 1024  # files up to this size are read at once
@@ -75,29 +79,28 @@ async def _serve(req: Request, *, with_body: bool) -> None:
         ("last-modified", http_date(st.st_mtime)),
         ("etag", etag(st)),
         ("accept-ranges", "bytes"),
-        ("content-type", "application/octet-stream"),
     ]
     digest = await _digest_header(req, target.fs_path, st)
     if digest is not None:
         headers.append(digest)
-    status, offset, length = select_range(req, st.st_size, headers, with_body=with_body)
+    status, pieces = select_ranges(req, st.st_size, headers, with_body=with_body)
     if not with_body:
         await req.respond(status, headers)
         return
-    if status == 200 and length > SMALL and req.can_pathsend():
+    if status == 200 and st.st_size > SMALL and req.can_pathsend():
         # the server opens the file and sends it (a file removed meanwhile: its 404)
         await req.start(status, headers)
         await req.pathsend(target.fs_path)
         return
     fd = os.open(target.fs_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if length <= SMALL:
-            data = _read_exactly(fd, offset, length)
+        if body_length(pieces) <= SMALL:
+            data = _read_pieces(fd, pieces)
             await req.start(status, headers)
             await req.body(data)
         else:
             await req.start(status, headers)
-            await _stream(req, fd, offset, length)
+            await _stream(req, fd, pieces)
     finally:
         os.close(fd)
 
@@ -106,22 +109,50 @@ def select_range(
     req: Request, size: int, headers: list[tuple[str, str]], *, with_body: bool
 ) -> tuple[int, int, int]:
     """(status, offset, length) of the answer to a GET/HEAD of ``size`` bytes: the one
-    ``Range`` asked for (206; 416 when it lies past the end), else all of it (200). Adds
-    ``Content-Range`` and ``Content-Length`` to ``headers``."""
+    ``Range`` asked for (206; 416 when it lies past the end), else all of it (200: also
+    for a list of ranges). Adds ``Content-Range`` and ``Content-Length`` to ``headers``."""
     status, offset, length = 200, 0, size
     spec = req.header("range")
     if with_body and spec is not None:
         try:
-            wanted: ByteRange | None = parse_range(spec, size)
+            wanted = parse_range(spec, size)
         except Unsatisfiable as exc:
-            raise HTTPError(
-                416, f"Range {spec!r}: {exc}", [("content-range", f"bytes */{size}")]
-            ) from None
+            raise _unsatisfiable(spec, size, exc) from None
         if wanted is not None:
             status, offset, length = 206, wanted.start, wanted.length
             headers.append(("content-range", wanted.content_range()))
     headers.append(("content-length", str(length)))
     return status, offset, length
+
+
+def select_ranges(
+    req: Request, size: int, headers: list[tuple[str, str]], *, with_body: bool
+) -> tuple[int, list[Piece]]:
+    """(status, body) of the answer to a GET/HEAD of ``size`` bytes: the ranges asked for
+    (206, one range or ``multipart/byteranges`` as ``se.ranges.choose`` decides; 416 when
+    none lies within the file), else all of it (200). HEAD ignores ``Range`` (RFC 9110
+    §14.2: range handling is defined for GET only). Adds ``Content-Type``,
+    ``Content-Range`` and ``Content-Length`` to ``headers``."""
+    spec = req.header("range")
+    chosen: ByteRange | Multipart | None = None
+    if with_body and spec is not None:
+        try:
+            chosen = choose(parse_ranges(spec, size))
+        except Unsatisfiable as exc:
+            raise _unsatisfiable(spec, size, exc) from None
+    if isinstance(chosen, Multipart):
+        headers += [("content-type", chosen.content_type), ("content-length", str(chosen.length))]
+        return 206, chosen.pieces()
+    headers.append(("content-type", CONTENT_TYPE))
+    if chosen is None:
+        headers.append(("content-length", str(size)))
+        return 200, [(0, size)]
+    headers += [("content-range", chosen.content_range()), ("content-length", str(chosen.length))]
+    return 206, [(chosen.start, chosen.length)]
+
+
+def _unsatisfiable(spec: str, size: int, exc: Unsatisfiable) -> HTTPError:
+    return HTTPError(416, f"Range {spec[:100]!r}: {exc}", [("content-range", f"bytes */{size}")])
 
 
 def _read_exactly(fd: int, offset: int, length: int) -> bytes:
@@ -134,26 +165,49 @@ def _read_exactly(fd: int, offset: int, length: int) -> bytes:
     return data
 
 
-async def _stream(req: Request, fd: int, offset: int, length: int) -> None:
-    """Send ``length`` bytes from ``offset``: the next block is read while one is sent."""
+def _read_pieces(fd: int, pieces: Sequence[Piece]) -> bytes:
+    return b"".join(p if isinstance(p, bytes) else _read_exactly(fd, *p) for p in pieces)
+
+
+def _blocks(pieces: Sequence[Piece]) -> Iterator[list[Piece]]:
+    """The pieces in blocks of about ``BLOCK`` bytes (a region of the file is split where
+    a block ends), each read in one go."""
+    block: list[Piece] = []
+    room = BLOCK
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            block.append(piece)
+            room -= len(piece)
+            continue
+        offset, length = piece
+        while length > 0:
+            if room <= 0:
+                yield block
+                block, room = [], BLOCK
+            n = min(room, length)
+            block.append((offset, n))
+            offset, length, room = offset + n, length - n, room - n
+    if block:
+        yield block
+
+
+async def _stream(req: Request, fd: int, pieces: Sequence[Piece]) -> None:
+    """Send the body ``pieces``: the next block is read while one is sent."""
     loop = asyncio.get_running_loop()
+    blocks = _blocks(pieces)
     async with req.watch_disconnect() as gone:
-        pending = loop.run_in_executor(req.ctx.pool, os.pread, fd, min(BLOCK, length), offset)
+        pending = loop.run_in_executor(req.ctx.pool, _read_pieces, fd, next(blocks, []))
         try:
-            left = length
-            while left > 0:
+            while True:
                 data = await pending
-                if not data:
-                    raise OSError(f"the file shrank while being sent ({length - left} of {length})")
-                left -= len(data)
-                offset += len(data)
-                if left > 0:
-                    pending = loop.run_in_executor(
-                        req.ctx.pool, os.pread, fd, min(BLOCK, left), offset
-                    )
+                following = next(blocks, None)
+                if following is not None:
+                    pending = loop.run_in_executor(req.ctx.pool, _read_pieces, fd, following)
                 if gone.is_set():
                     return
-                await req.body(data, more=left > 0)
+                await req.body(data, more=following is not None)
+                if following is None:
+                    return
         finally:
             with contextlib.suppress(BaseException):
                 await pending  # never close the descriptor under a running read

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 
 import pytest
 
@@ -19,6 +20,7 @@ from fedlake.se.headers import (
     parse_digest,
     parse_overwrite,
     parse_range,
+    parse_ranges,
     parse_want_digest,
 )
 
@@ -48,18 +50,42 @@ def test_range_content_range() -> None:
     assert (got.length, got.content_range()) == (10, "bytes 10-19/100")
 
 
-@pytest.mark.parametrize("spec", ["bytes=100-", "bytes=200-300", "bytes=-0"])
-def test_unsatisfiable(spec: str) -> None:
+@pytest.mark.parametrize(
+    ("parse", "spec", "size"),
+    [(parse_range, s, 100) for s in ("bytes=100-", "bytes=200-300", "bytes=-0")]
+    + [(parse_range, "bytes=-5", 0), (parse_ranges, "bytes=0-1,-5", 0)]
+    + [(parse_ranges, s, 100) for s in ("bytes=100-", "bytes=100-,200-300,-0", "bytes=-0,-0")],
+)
+def test_unsatisfiable(parse: Callable[[str, int], object], spec: str, size: int) -> None:
+    """Every range past the end (of a list: every one of them) is 416."""
     with pytest.raises(Unsatisfiable):
-        parse_range(spec, 100)
-    with pytest.raises(Unsatisfiable):
-        parse_range("bytes=-5", 0)
+        parse(spec, size)
 
 
-@pytest.mark.parametrize("spec", ["bytes=9-0", "bytes=x-1", "lines=0-1", "bytes=-", "bytes=0-1,x"])
-def test_malformed_range(spec: str) -> None:
+@pytest.mark.parametrize(
+    ("parse", "spec"),
+    [(parse_range, s) for s in ("bytes=9-0", "bytes=x-1", "lines=0-1", "bytes=-", "bytes=0-1,x")]
+    + [(parse_ranges, s) for s in ("bytes=0-1,x", "bytes=0-1,9-0", "bytes=0-1,", "lines=0-1,2")],
+)
+def test_malformed_range(parse: Callable[[str, int], object], spec: str) -> None:
+    """One bad range in a list makes the whole header 400, as a single bad range does."""
     with pytest.raises(BadHeader):
-        parse_range(spec, 100)
+        parse(spec, 100)
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("bytes=0-9", [(0, 9)]),
+        ("bytes=0-9,20-29,-5", [(0, 9), (20, 29), (95, 99)]),
+        ("bytes = 90- , 0-0", [(90, 99), (0, 0)]),  # as asked: order and overlaps kept
+        ("bytes=0-9,0-9", [(0, 9), (0, 9)]),
+        ("bytes=95-500,-500", [(95, 99), (0, 99)]),  # clipped at the end
+        ("bytes=100-,0-1,200-300,-0", [(0, 1)]),  # what lies past the end is left out
+    ],
+)
+def test_ranges(spec: str, want: list[tuple[int, int]]) -> None:
+    assert parse_ranges(spec, 100) == [ByteRange(a, b, 100) for a, b in want]
 
 
 def test_digest() -> None:
