@@ -135,26 +135,33 @@ class Copier:
         except Exception as exc:
             raise SourceError(exc) from exc
 
+    def _stage_token(self, src: Endpoint, url: str) -> str | None:
+        """A token for staging and releasing ``url`` (``storage.stage``), when minted."""
+        return self.tokens.stage(url) if self.tokens is not None and _mints(src) else None
+
     def _staged(self, src: Endpoint, path: str) -> bool:
         storage = src.storage
         if not isinstance(storage, Stageable):
             return True
         url = src.url(path)
         try:
-            if storage.is_online(url):
-                return True
-            storage.stage(url, pin_seconds=PIN_SECONDS)
-            return storage.is_online(url)
+            with bearer(self._stage_token(src, url)):
+                if storage.is_online(url):
+                    return True
+                storage.stage(url, pin_seconds=PIN_SECONDS)
+                return storage.is_online(url)
         except Exception as exc:
             raise SourceError(exc) from exc
 
     def _release(self, src: Endpoint, path: str) -> None:
         """Drop the staging pin once copied, so the tape buffer can evict the file."""
         if isinstance(src.storage, Stageable):
+            url = src.url(path)
             try:
-                src.storage.release(src.url(path))
+                with bearer(self._stage_token(src, url)):
+                    src.storage.release(url)
             except Exception:  # the pin expires by itself
-                log.warning("releasing the pin of %s failed", src.url(path), exc_info=True)
+                log.warning("releasing the pin of %s failed", url, exc_info=True)
 
     def _copy(
         self,

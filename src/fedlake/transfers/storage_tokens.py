@@ -62,6 +62,12 @@ class StorageTokens:
             f"storage.read:{_path(url)}", audience(url), lifetime=self.lifetime
         )
 
+    def stage(self, url: str) -> str:
+        """For bringing a file online and releasing it (``storage.stage`` includes read)."""
+        return self.signer.issue_storage(
+            f"storage.stage:{_path(url)}", audience(url), lifetime=self.lifetime
+        )
+
     def destination(self, url: str, prefix_url: str) -> str:
         file, prefix = _path(url), _path(prefix_url)
         scope = f"storage.read:{file} storage.modify:{file} storage.create:{prefix}"

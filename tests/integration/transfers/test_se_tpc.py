@@ -103,7 +103,8 @@ def two_ses(served_lake: ServedLake, tls: tuple[Path, Path]) -> Iterator[tuple[S
         yield a, b
 
 
-def add_rse(lake: Lake, name: str, se: SEServer, prefix: str) -> None:
+def add_rse(lake: Lake, name: str, se: SEServer, prefix: str, **options: Any) -> None:
+    """An RSE on ``se`` (davs, TPC both ways); ``options`` add to its plugin's options."""
     tpc = {"read": 1, "write": 1, "delete": 1, "third_party_copy_read": 1,
            "third_party_copy_write": 1}  # fmt: skip
     with lake.db.write() as s:
@@ -118,7 +119,9 @@ def add_rse(lake: Lake, name: str, se: SEServer, prefix: str) -> None:
                 "prefix": prefix,
                 "impl": "rucio.rse.protocols.gfal.Default",
                 "domains": {"wan": tpc},
-                "extended_attributes": {"fedlake_storage_options": {"verify": str(se.ca)}},
+                "extended_attributes": {
+                    "fedlake_storage_options": {"verify": str(se.ca), **options}
+                },
             },
         )
 
@@ -222,3 +225,46 @@ def test_the_engine_copies_se_to_se_by_tpc_with_delegated_tokens(
             assert r.status_code == 401 and "audience" in r.text
         r = httpx.get(f"{served_lake.url}/accounts/whoami", headers={"X-Rucio-Auth-Token": token})
         assert r.status_code == 401  # never a token for the lake's API
+
+
+def test_the_engine_stages_on_a_secured_tape_se_with_a_token_it_mints(
+    served_lake: ServedLake, tls: tuple[Path, Path], worker: TransferWorker
+) -> None:
+    """A tape SE that trusts only the lake: the engine brings the file online through the
+    Tape REST API with a minted ``storage.stage`` token, then SE-B pulls it."""
+    lake = served_lake.lake
+    port_t, port_b = free_port(), free_port()
+    tape_config = se_config(served_lake.url, port_t, tls[0]) + (
+        "\n[tape]\nrecall_latency = 0.3\nrecall_throughput = 1e9\n"
+    )
+    with (
+        running_se(config=tape_config, tls=tls, port=port_t) as tape,
+        running_se(config=se_config(served_lake.url, port_b, tls[0]), tls=tls, port=port_b) as b,
+    ):
+        run = secrets.token_hex(3)
+        add_rse(lake, "SE-TAPE", tape, f"/t-{run}", tape_rest=True)
+        add_rse(lake, "SE-B", b, f"/b-{run}")
+        account_svc.add_scope(lake, Caller("root", admin=True), SCOPE, "root")
+        name = f"raw-{run}.fits"
+        on_tape = tape.root / "tape" / f"t-{run}" / SCOPE / name
+        on_tape.parent.mkdir(parents=True)
+        on_tape.write_bytes(DATA)  # archived before: on tape only
+        src_url = tape.url(f"/t-{run}/{SCOPE}/{name}")
+        assert httpx.get(src_url, verify=trust(tape)).status_code == 401  # no anonymous
+        with httpx.Client(base_url=served_lake.url, timeout=30) as api:
+            login(api)
+            replica = {"scope": SCOPE, "name": name, "bytes": len(DATA),
+                       "adler32": f"{zlib.adler32(DATA):08x}"}  # fmt: skip
+            r = api.post("/replicas", content=json.dumps({"rse": "SE-TAPE", "files": [replica]}))
+            assert r.status_code == 201, r.text
+            body = {"dids": [{"scope": SCOPE, "name": name}], "rse": "SE-B"}
+            r = api.post("/transfers/", content=json.dumps(body))
+            assert r.status_code == 201, r.text
+            [rid] = r.json()["request_ids"]
+            req = wait_done(api, rid)
+        assert req["state"] == "DONE", req
+        states = [a["state"] for a in req["attempts"]]
+        assert states[0] == "WAITING" and states[-1] == "DONE", states  # staged first
+        assert (b.root / f"b-{run}" / SCOPE / name).read_bytes() == DATA
+        stage_requests = list((tape.root / "stage-requests").glob("*.json"))
+        assert len(stage_requests) == 1, stage_requests

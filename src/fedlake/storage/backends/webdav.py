@@ -21,7 +21,9 @@ Options (JSON values, as stored in an RSE protocol's ``extended_attributes``):
 ``/etc/grid-security/certificates``), ``token`` (a bearer token; default: the environment
 variable ``FEDLAKE_STORAGE_TOKEN``), ``timeout`` (seconds for connecting and for each
 read or write on the socket), ``verify_digest`` (ask the server for its adler32 of each
-upload), ``connections`` (connections kept per calling thread, default 4).
+upload), ``connections`` (connections kept per calling thread, default 4). With
+``tape_rest`` (true) the registry builds the ``Stageable`` variant of this plugin for tape
+endpoints (:mod:`fedlake.storage.backends.tape_rest_client`).
 
 Known server quirks handled here (XrdHttp 5.5): a chunked PUT fails without ``Expect:
 100-continue``; PROPFIND hrefs are not percent-encoded; ``MOVE`` ignores ``Overwrite: F``
