@@ -231,9 +231,7 @@ def list_content(lake: Lake, caller: Caller, scope: str, name: str) -> Iterator[
     def gen() -> Iterator[dict[str, Any]]:
         with lake.db.read() as s:
             rows = core.list_content(s, scope, name)
-            if h is not None:
-                rows = h.keep(rows, lambda c: (c.child_scope, c.child_name))
-            rows = policy.keep_readable(r, rows, lambda c: (c.child_scope, c.child_name))
+            rows = embargo.keep_visible(h, r, rows, lambda c: (c.child_scope, c.child_name))
             for c in rows:
                 yield {
                     "scope": c.child_scope,
@@ -254,9 +252,7 @@ def list_content_history(lake: Lake, caller: Caller, scope: str, name: str) -> l
         r = _reader(lake, s, caller)
         policy.require_read(r, scope, name)
         rows = core.list_content_history(s, scope, name)
-        if h is not None:
-            rows = h.keep(rows, lambda c: (c.child_scope, c.child_name))
-        rows = policy.keep_readable(r, rows, lambda c: (c.child_scope, c.child_name))
+        rows = embargo.keep_visible(h, r, rows, lambda c: (c.child_scope, c.child_name))
         return [
             {
                 "scope": c.child_scope,
@@ -278,9 +274,7 @@ def list_files(lake: Lake, caller: Caller, scope: str, name: str) -> Iterator[di
     def gen() -> Iterator[dict[str, Any]]:
         with lake.db.read() as s:
             rows = core.list_files(s, scope, name)
-            if h is not None:
-                rows = h.keep(rows, lambda f: (f.scope, f.name))
-            rows = policy.keep_readable(r, rows, lambda f: (f.scope, f.name))
+            rows = embargo.keep_visible(h, r, rows, lambda f: (f.scope, f.name))
             for f in rows:
                 yield {
                     "scope": f.scope,
@@ -302,9 +296,7 @@ def list_parents(lake: Lake, caller: Caller, scope: str, name: str) -> list[dict
         r = _reader(lake, s, caller)
         policy.require_read(r, scope, name)
         rows = core.list_parents(s, scope, name)
-        if h is not None:
-            rows = list(h.keep(rows, lambda p: (p.scope, p.name)))
-        rows = list(policy.keep_readable(r, rows, lambda p: (p.scope, p.name)))
+        rows = list(embargo.keep_visible(h, r, rows, lambda p: (p.scope, p.name)))
         return [{"scope": p.scope, "name": p.name, "type": p.did_type} for p in rows]
 
 
@@ -323,9 +315,7 @@ def scope_tree(
         elif r is not None:
             r.require_scope(scope)
         rows = core.scope_tree(s, validate_scope(scope), name, recursive)
-        if h is not None:
-            rows = h.keep(rows, lambda d: (d["scope"], d["name"]))
-        return list(policy.keep_readable(r, rows, lambda d: (d["scope"], d["name"])))
+        return list(embargo.keep_visible(h, r, rows, lambda d: (d["scope"], d["name"])))
 
 
 def attach(

@@ -9,14 +9,21 @@ the errors a nonexistent object gives (``DIDNotFound`` with the catalogue's own 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fedlake.auth.policy import WRITE, Caller, require_group_manager, require_scope_write
+from fedlake.auth.policy import (
+    WRITE,
+    Caller,
+    Reader,
+    keep_readable,
+    require_group_manager,
+    require_scope_write,
+)
 from fedlake.bootstrap import Lake
 from fedlake.catalog import audit
 from fedlake.catalog import embargo as core
@@ -32,6 +39,7 @@ __all__ = [
     "add_embargo",
     "hidden",
     "hidden_rules",
+    "keep_visible",
     "list_embargoes",
     "remove_embargo",
     "require_not_hidden_name",
@@ -39,6 +47,8 @@ __all__ = [
     "require_visible",
     "require_visible_scope",
 ]
+
+T = TypeVar("T")
 
 
 def hidden(s: Session, caller: Caller) -> Hidden | None:
@@ -55,6 +65,19 @@ def require_visible(h: Hidden | None, scope: str, name: str) -> None:
     """Raise what a nonexistent DID gives if ``scope:name`` is hidden."""
     if h is not None and h.hides(scope, name):
         raise not_found(scope, name)
+
+
+def keep_visible(
+    h: Hidden | None,
+    r: Reader | None,
+    items: Iterable[T],
+    key: Callable[[T], tuple[str, str]],
+) -> Iterator[T]:
+    """``items`` without those embargoed from the caller (``h``) and those it may not read
+    (``r``: a token's capabilities, read rules); ``key(item)`` gives (scope, name)."""
+    if h is not None:
+        items = h.keep(items, key)
+    return keep_readable(r, items, key)
 
 
 def require_not_hidden_name(h: Hidden | None, scope: str, name: str) -> None:

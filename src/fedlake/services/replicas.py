@@ -214,9 +214,7 @@ def _records(
     plan = _PfnPlan(infos, q)
     with lake.db.read() as s:
         records = core.iter_file_replicas(s, q.dids, all_states=q.all_states, rse_ids=rse_ids)
-        if h is not None:
-            records = h.keep(records, lambda f: (f.scope, f.name))
-        records = policy.keep_readable(r, records, lambda f: (f.scope, f.name))
+        records = embargo.keep_visible(h, r, records, lambda f: (f.scope, f.name))
         for rec in records:
             if h is not None and rec.parents:
                 rec.parents = list(h.keep(rec.parents, lambda k: k))

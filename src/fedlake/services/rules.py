@@ -306,10 +306,8 @@ def list_rules(lake: Lake, caller: Caller, filters: dict[str, Any]) -> list[dict
     with lake.db.read() as s:
         h = embargo.hidden(s, caller)
         rows = core.list_rules(s, filters)
-        if h is not None:
-            rows = list(h.keep(rows, lambda r: (r.scope, r.name)))
         rd = access.reader(s, caller, lake.settings.policy_read)
-        rows = list(access.keep_readable(rd, rows, lambda rule: (rule.scope, rule.name)))
+        rows = list(embargo.keep_visible(h, rd, rows, lambda rule: (rule.scope, rule.name)))
         return [_dict(s, r) for r in rows]
 
 
@@ -323,9 +321,8 @@ def associated_rules(lake: Lake, caller: Caller, scope: str, name: str) -> list[
     with lake.db.read() as s:
         h, rd = _visible_did(s, caller, scope, name, lake.settings.policy_read)
         rows = core.rules_for_file(s, scope, name)
-        if h is not None:  # a rule on a hidden parent of a visible file
-            rows = list(h.keep(rows, lambda r: (r.scope, r.name)))
-        rows = list(access.keep_readable(rd, rows, lambda rule: (rule.scope, rule.name)))
+        # (embargo: a rule on a hidden parent of a visible file)
+        rows = list(embargo.keep_visible(h, rd, rows, lambda rule: (rule.scope, rule.name)))
         return [_dict(s, r) for r in rows]
 
 
