@@ -35,11 +35,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from fedlake.catalog._util import pairs_in
 from fedlake.catalog.dids import levels
 from fedlake.catalog.iam_models import Embargo, IamGroup
+from fedlake.catalog.models import RSE, Lock, Replica, Rule
 from fedlake.domain.errors import EmbargoNotFound, GroupNotFound, InvalidInput
 from fedlake.domain.timefmt import utcnow
 
@@ -50,6 +52,10 @@ __all__ = [
     "forget_cached",
     "get_embargo",
     "hidden_for",
+    "hidden_lock_usage",
+    "hidden_replica_usage",
+    "hides_did",
+    "hides_row",
     "list_embargoes",
     "remove_embargo",
     "unknown",
@@ -192,6 +198,48 @@ def _under_roots(session: Session, key: Key, roots: frozenset[Key]) -> bool:
 def _below(session: Session, roots: Sequence[Key]) -> set[Key]:
     """``roots`` and every DID below them (whether or not the roots exist)."""
     return {k for level in levels(session, roots, up=False) for k in level}
+
+
+# --- SQL forms, for counts worked out in the database ------------------------------------
+
+
+def hides_did(h: Hidden, scope: Any, name: Any) -> ColumnElement[bool]:
+    """SQL: the DID in columns ``scope``, ``name`` is hidden by ``h`` (in a hidden scope, or
+    at or below an embargoed DID; works out ``h.below()``). False, never NULL."""
+    below = sorted(k for k in h.below() if k[0] not in h.scopes)
+    if not h.scopes:
+        return pairs_in(scope, name, below)
+    return or_(scope.in_(sorted(h.scopes)), pairs_in(scope, name, below))
+
+
+def hides_row(h: Hidden, scope: Any, name: Any, rule_id: Any) -> ColumnElement[bool]:
+    """SQL: a row (a lock, a transfer request) of a hidden DID, or made for a rule on one
+    (a visible file locked or copied for a hidden dataset's rule shows that rule).
+    False, never NULL, so ``~`` keeps exactly the other rows."""
+    on_hidden = select(Rule.id).where(hides_did(h, Rule.scope, Rule.name))
+    return or_(hides_did(h, scope, name), and_(rule_id.is_not(None), rule_id.in_(on_hidden)))
+
+
+def hidden_replica_usage(session: Session, h: Hidden, rse_id: str) -> tuple[int, int]:
+    """(bytes, files) of the replicas of hidden DIDs on one RSE."""
+    used, files = session.execute(
+        select(func.coalesce(func.sum(Replica.bytes), 0), func.count()).where(
+            Replica.rse_id == rse_id, hides_did(h, Replica.scope, Replica.name)
+        )
+    ).one()
+    return int(used), int(files)
+
+
+def hidden_lock_usage(session: Session, h: Hidden, account: str) -> dict[str, tuple[int, int]]:
+    """(bytes, files) per RSE name of the account's locks that ``h`` hides (see
+    ``hides_row``), counted as ``catalog.accounts.local_usage`` counts locks."""
+    rows = session.execute(
+        select(RSE.rse, func.coalesce(func.sum(Lock.bytes), 0), func.count())
+        .join(RSE, RSE.id == Lock.rse_id)
+        .where(Lock.account == account, hides_row(h, Lock.scope, Lock.name, Lock.rule_id))
+        .group_by(RSE.rse)
+    )
+    return {rse: (int(b or 0), int(n)) for rse, b, n in rows}
 
 
 # --- administration ---------------------------------------------------------------------

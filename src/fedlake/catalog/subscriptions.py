@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from fedlake.catalog import events, new_dids
 from fedlake.catalog._util import chunks, dumps, loads, pairs_in
+from fedlake.catalog.embargo import Hidden, hides_did
 from fedlake.catalog.models import DID, Rule, Subscription
 from fedlake.catalog.new_dids import LIVE_STATES
 from fedlake.domain.errors import InvalidInput, SubscriptionDuplicate, SubscriptionNotFound
@@ -369,9 +370,10 @@ def tag_rules(session: Session, rule_ids: Sequence[str], subscription_id: str) -
 
 
 def rule_states(
-    session: Session, account: str, name: str | None = None
+    session: Session, account: str, name: str | None = None, hidden: Hidden | None = None
 ) -> list[tuple[str, str, str, int]]:
-    """(account, name, rule state, count) of the rules of an account's subscriptions."""
+    """(account, name, rule state, count) of the rules of an account's subscriptions;
+    without the rules on DIDs ``hidden`` hides (docs/embargo.md)."""
     q = (
         select(Subscription.account, Subscription.name, Rule.state, func.count())
         .join(Rule, Rule.subscription_id == Subscription.id)
@@ -379,6 +381,8 @@ def rule_states(
     )
     if name is not None:
         q = q.where(Subscription.name == name)
+    if hidden is not None:
+        q = q.where(~hides_did(hidden, Rule.scope, Rule.name))
     q = q.group_by(Subscription.account, Subscription.name, Rule.state).order_by(
         Subscription.name, Rule.state
     )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import ColumnElement, and_, func, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from fedlake.catalog import events
 from fedlake.catalog import rules as rule_core
+from fedlake.catalog.embargo import Hidden, hides_row
 from fedlake.catalog.models import Lock, TransferAttempt, TransferRequest
 from fedlake.catalog.rules import stick_locks
 from fedlake.catalog.transfers import ACTIVE, NewRequest, queue_requests
@@ -18,6 +20,7 @@ from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import LockState, RequestState
 
 __all__ = [
+    "active_counts",
     "attempts_of",
     "cancel",
     "get_request",
@@ -99,9 +102,32 @@ def list_requests(
     return list(session.scalars(q.order_by(TransferRequest.id.desc()).limit(limit)))
 
 
-def state_counts(session: Session) -> dict[str, int]:
+def _visible(hidden: Hidden) -> ColumnElement[bool]:
+    """Requests neither of a hidden DID nor of a rule on one (as ``GET /transfers``)."""
+    r = TransferRequest
+    return ~hides_row(hidden, r.scope, r.name, r.rule_id)
+
+
+def state_counts(session: Session, hidden: Hidden | None = None) -> dict[str, int]:
+    """Requests per state; without those ``hidden`` leaves out (docs/embargo.md)."""
     q = select(TransferRequest.state, func.count()).group_by(TransferRequest.state)
+    if hidden is not None:
+        q = q.where(_visible(hidden))
     return {st: int(n) for st, n in session.execute(q)}
+
+
+def active_counts(session: Session, now: datetime, hidden: Hidden) -> dict[tuple[str, str], int]:
+    """``catalog.transfers.active_counts`` (requests running now per link) without the
+    requests ``hidden`` leaves out. The state is a literal, as there: the partial index on
+    SUBMITTED rows serves it."""
+    r = TransferRequest
+    submitted = r.state == literal_column("'SUBMITTED'")
+    rows = session.execute(
+        select(r.source_rse_id, r.dest_rse_id, func.count())
+        .where(submitted, r.lease_expires >= now, _visible(hidden))
+        .group_by(r.source_rse_id, r.dest_rse_id)
+    )
+    return {(s or "", d): n for s, d, n in rows}
 
 
 def cancel(session: Session, request_id: int) -> None:

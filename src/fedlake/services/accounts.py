@@ -13,7 +13,7 @@ from fedlake.bootstrap import Lake
 from fedlake.catalog import accounts as core
 from fedlake.catalog import iam_groups
 from fedlake.catalog import rses as rse_core
-from fedlake.catalog.embargo import hidden_for
+from fedlake.catalog.embargo import hidden_for, hidden_lock_usage
 from fedlake.catalog.models import Account
 from fedlake.domain.errors import AccessDenied, AccountNotFound, AuthenticationFailed, InvalidInput
 from fedlake.domain.names import validate_account, validate_rse_name, validate_scope
@@ -294,10 +294,27 @@ def limits(lake: Lake, account: str, locality: str, target: str | None = None) -
         return out
 
 
-def local_usage(lake: Lake, account: str, rse: str | None = None) -> list[dict[str, Any]]:
+def _used(s: Any, caller: Caller, account: str) -> dict[str, tuple[int, int]]:
+    """(bytes, files) of the account's locks per RSE name; for a caller from whom data is
+    embargoed, without the locks of hidden files and of rules on hidden DIDs (an RSE left
+    with no lock is left out, as if those locks did not exist)."""
+    used = core.local_usage(s, account)
+    h = hidden_for(s, admin=caller.admin, groups=caller.groups)
+    if h is None:
+        return used
+    for rse, (nbytes, files) in hidden_lock_usage(s, h, account).items():
+        b, n = used.pop(rse, (0, 0))
+        if n > files:
+            used[rse] = (max(0, b - nbytes), n - files)
+    return used
+
+
+def local_usage(
+    lake: Lake, caller: Caller, account: str, rse: str | None = None
+) -> list[dict[str, Any]]:
     with lake.db.read() as s:
         core.get_account(s, account)
-        used = core.local_usage(s, account)
+        used = _used(s, caller, account)
         lim = core.get_limits(s, account, "local")
         names = sorted(set(used) | set(lim))
         out = []
@@ -321,10 +338,12 @@ def local_usage(lake: Lake, account: str, rse: str | None = None) -> list[dict[s
         return out
 
 
-def global_usage(lake: Lake, account: str, expression: str | None = None) -> list[dict[str, Any]]:
+def global_usage(
+    lake: Lake, caller: Caller, account: str, expression: str | None = None
+) -> list[dict[str, Any]]:
     with lake.db.read() as s:
         core.get_account(s, account)
-        used = core.local_usage(s, account)
+        used = _used(s, caller, account)
         attrs = _rse_attr_map(s)
         out = []
         for expr, limit in core.get_limits(s, account, "global").items():

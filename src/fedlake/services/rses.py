@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from fedlake.auth.policy import Caller, require_admin
 from fedlake.bootstrap import Lake
+from fedlake.catalog import embargo as embargo_core
 from fedlake.catalog import rses as core
 from fedlake.catalog.models import RSE
 from fedlake.domain.errors import InvalidInput, ProtocolNotSupported
@@ -202,9 +203,27 @@ def lfns2pfns(
         return out
 
 
-def usage(lake: Lake, rse: str) -> list[dict[str, Any]]:
+def usage(lake: Lake, caller: Caller, rse: str) -> list[dict[str, Any]]:
+    """Usage per source. For a caller from whom data is embargoed, every source but the
+    ``static`` capacity reads as if the hidden replicas on the RSE did not exist: as after
+    their deletion (``catalog.deletion``), used and files lower and free rises."""
     with lake.db.read() as s:
-        return core.usage(s, core.get_rse(s, validate_rse_name(rse)))
+        row = core.get_rse(s, validate_rse_name(rse))
+        out = core.usage(s, row)
+        h = embargo.hidden(s, caller)
+        if h is None:
+            return out
+        nbytes, files = embargo_core.hidden_replica_usage(s, h, row.id)
+    for u in out:
+        if u["source"] == "static" or not files:
+            continue
+        if u["used"] is not None:
+            u["used"] = max(0, u["used"] - nbytes)
+        if u["free"] is not None:
+            u["free"] = u["free"] + nbytes
+        if u["files"] is not None:
+            u["files"] = max(0, u["files"] - files)
+    return out
 
 
 def set_usage(lake: Lake, caller: Caller, rse: str, body: dict[str, Any]) -> None:

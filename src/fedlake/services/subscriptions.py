@@ -35,6 +35,7 @@ from fedlake.domain.errors import (
 from fedlake.domain.names import validate_account
 from fedlake.domain.timefmt import utcnow
 from fedlake.expressions.subscription_filters import SubscriptionFilter, parse_filter
+from fedlake.services import embargo
 from fedlake.services import rules as rule_svc
 from fedlake.services._validate import opt_bool, req_dict, req_int, req_list
 
@@ -350,10 +351,14 @@ def list_rules(
     return rule_svc.list_rules(lake, caller, filters)
 
 
-def rule_states(lake: Lake, account: str, name: str | None = None) -> list[list[Any]]:
-    """[account, name, rule state, count] rows: Rucio sends these tuples as JSON arrays."""
+def rule_states(
+    lake: Lake, caller: Caller, account: str, name: str | None = None
+) -> list[list[Any]]:
+    """[account, name, rule state, count] rows: Rucio sends these tuples as JSON arrays.
+    Rules on DIDs embargoed from ``caller`` are not counted (as ``list_rules``)."""
     account = validate_account(account)
     with lake.db.read() as s:
         if name is not None:
             core.get_subscription(s, account, _name(name))
-        return [list(row) for row in core.rule_states(s, account, name)]
+        h = embargo.hidden(s, caller)
+        return [list(row) for row in core.rule_states(s, account, name, h)]

@@ -217,10 +217,13 @@ def list_requests(lake: Lake, caller: Caller, filters: dict[str, str]) -> list[d
         return [admin.request_dict(row, names) for row in rows]
 
 
-def summary(lake: Lake) -> dict[str, Any]:
-    """Counts per state and per-link statistics (for `fedlake transfer watch`)."""
+def summary(lake: Lake, caller: Caller) -> dict[str, Any]:
+    """Counts per state and per-link statistics (for `fedlake transfer watch`); the
+    requests that ``GET /transfers`` leaves out for ``caller`` (embargoed DIDs, rules on
+    them) are not counted (docs/embargo.md)."""
     with lake.db.read() as s:
-        return {"states": admin.state_counts(s), "links": _links(s)}
+        h = embargo.hidden(s, caller)
+        return {"states": admin.state_counts(s, h), "links": _links(s, h)}
 
 
 def cancel(lake: Lake, caller: Caller, request_id: int) -> None:
@@ -237,9 +240,11 @@ def retry(lake: Lake, caller: Caller, request_id: int) -> int:
     return new_id
 
 
-def _links(s: Session) -> list[dict[str, Any]]:
+def _links(s: Session, h: embargo.Hidden | None) -> list[dict[str, Any]]:
+    """Per link: the requests running now (without those ``h`` leaves out) and the
+    optimizer's figures, which describe the link and stay as they are (docs/embargo.md)."""
     names = core.rse_names(s)
-    running = core.active_counts(s, _now())
+    running = core.active_counts(s, _now()) if h is None else admin.active_counts(s, _now(), h)
     out = []
     for lk in core.links(s):
         key = (lk.source_rse_id, lk.dest_rse_id)
@@ -274,9 +279,9 @@ def _now() -> Any:
     return utcnow()
 
 
-def list_links(lake: Lake) -> list[dict[str, Any]]:
+def list_links(lake: Lake, caller: Caller) -> list[dict[str, Any]]:
     with lake.db.read() as s:
-        return _links(s)
+        return _links(s, embargo.hidden(s, caller))
 
 
 def _two_rses(s: Session, source: str, dest: str) -> tuple[str, str]:

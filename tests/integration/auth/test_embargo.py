@@ -191,7 +191,7 @@ UNRELATED = {
     "/accounts/{account}/attr/",
     "/accounts/{account}/attr",
     "/accounts/{account}/identities",
-    # usage and limits are byte counts per RSE and account (see docs/embargo.md)
+    # limits never name a DID; usage leaves out hidden data (probed in test_embargo_counts.py)
     "/accounts/{account}/usage/local",
     "/accounts/{account}/usage/local/{rse}",
     "/accounts/{account}/usage/global",

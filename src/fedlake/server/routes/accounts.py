@@ -134,16 +134,16 @@ def _target(raw: str | None) -> str | None:
 @router.get("/accounts/{account}/usage/local")
 @router.get("/accounts/{account}/usage/local/{rse}")
 async def usage_local(request: Request, account: str, rse: str | None = None) -> Response:
-    await caller(request)
-    return stream_response(await threaded(svc.local_usage, lake(request), account, rse))
+    c = await caller(request)
+    return stream_response(await threaded(svc.local_usage, lake(request), c, account, rse))
 
 
 @router.get("/accounts/{account}/usage/global")
 @router.get("/accounts/{account}/usage/global/{expression}")
 async def usage_global(request: Request, account: str, expression: str | None = None) -> Response:
-    await caller(request)
+    c = await caller(request)
     return stream_response(
-        await threaded(svc.global_usage, lake(request), account, _target(expression))
+        await threaded(svc.global_usage, lake(request), c, account, _target(expression))
     )
 
 

@@ -124,8 +124,8 @@ async def lfns2pfns(request: Request, rse: str) -> Response:
 
 @router.get("/rses/{rse}/usage")
 async def usage(request: Request, rse: str) -> Response:
-    await caller(request)
-    return stream_response(await threaded(svc.usage, lake(request), rse))
+    c = await caller(request)
+    return stream_response(await threaded(svc.usage, lake(request), c, rse))
 
 
 @router.put("/rses/{rse}/usage")

@@ -94,10 +94,10 @@ async def get_subscriptions(request: Request, rest: str) -> Response:
     if len(segs) == 2:
         return stream_response([await threaded(svc.get_subscription, lk, segs[0], segs[1])])
     if len(segs) == 3 and lowered[1:] == ["rules", "states"]:
-        return stream_response(await threaded(svc.rule_states, lk, segs[0]))
+        return stream_response(await threaded(svc.rule_states, lk, c, segs[0]))
     if len(segs) == 3 and lowered[2] == "rules":
         state = request.query_params.get("state")
         return stream_response(await threaded(svc.list_rules, lk, c, segs[0], segs[1], state))
     if len(segs) == 4 and lowered[2:] == ["rules", "states"]:
-        return stream_response(await threaded(svc.rule_states, lk, segs[0], segs[1]))
+        return stream_response(await threaded(svc.rule_states, lk, c, segs[0], segs[1]))
     raise NotFound(f"no subscription operation at {request.url.path}")

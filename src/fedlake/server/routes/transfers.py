@@ -74,8 +74,8 @@ async def list_requests(request: Request) -> Response:
 
 @router.get("/transfers/summary")
 async def summary(request: Request) -> Response:
-    await caller(request)
-    return json_response(await threaded(svc.summary, lake(request)))
+    c = await caller(request)
+    return json_response(await threaded(svc.summary, lake(request), c))
 
 
 # --- links and shares ------------------------------------------------------------------
@@ -84,8 +84,8 @@ async def summary(request: Request) -> Response:
 @router.get("/transfers/links")
 @router.get("/transfers/links/")
 async def list_links(request: Request) -> Response:
-    await caller(request)
-    return json_response(await threaded(svc.list_links, lake(request)))
+    c = await caller(request)
+    return json_response(await threaded(svc.list_links, lake(request), c))
 
 
 @router.put("/transfers/links/{source}/{dest}")
