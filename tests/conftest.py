@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
+from fedlake.auth import passwords
 from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake, build_lake, ensure_root
 from fedlake.catalog.db import Database
@@ -26,6 +27,19 @@ from fedlake.settings import Settings
 from tests.helpers import ROOT_PASSWORD, create_pg_database, drop_pg_database, pg_base_url
 
 BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
+#: scrypt's cost (N) for the passwords tests hash: every catalogue a test makes hashes
+#: root's password and most tests log in, and at the default 2**14 that was ~10 % of the
+#: suite's time. A hash names its own parameters, so verification is the same code;
+#: tests/unit/auth/test_passwords.py checks the default itself.
+TEST_SCRYPT_N = 2**10
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheaper_password_hashing() -> Iterator[None]:
+    default = passwords.SCRYPT_N
+    passwords.SCRYPT_N = TEST_SCRYPT_N
+    yield
+    passwords.SCRYPT_N = default
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ import secrets
 
 __all__ = ["hash_password", "verify_password"]
 
-_N, _R, _P = 2**14, 8, 1
+#: scrypt's cost; a hash names its own parameters, so changing these keeps old hashes valid
+SCRYPT_N, _R, _P = 2**14, 8, 1
 
 
 def _b64(data: bytes) -> str:
@@ -18,8 +19,8 @@ def _b64(data: bytes) -> str:
 
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    key = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
-    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(key)}"
+    key = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=_R, p=_P, dklen=32)
+    return f"scrypt${SCRYPT_N}${_R}${_P}${_b64(salt)}${_b64(key)}"
 
 
 def verify_password(password: str, encoded: str) -> bool:

@@ -6,7 +6,14 @@ import base64
 
 import pytest
 
+from fedlake.auth import passwords
 from fedlake.auth.passwords import hash_password, verify_password
+
+
+@pytest.fixture(autouse=True)
+def _default_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production cost (tests/conftest.py lowers it for the rest of the suite)."""
+    monkeypatch.setattr(passwords, "SCRYPT_N", 2**14)
 
 
 def test_round_trip() -> None:
