@@ -47,10 +47,12 @@ def running_se(
     root: Path | None = None,
     port: int | None = None,
     server: str | None = None,
+    metrics_port: int | None = None,
 ) -> Iterator[SEServer]:
     """One ``fedlake se serve`` process; ``config`` is the TOML text of ``--config``
     (``port``: where to listen, when the configuration must name it; default a free one;
-    ``server``: ``--server``, else the default or ``FEDLAKE_SE_SERVER``)."""
+    ``server``: ``--server``, else the default or ``FEDLAKE_SE_SERVER``; ``metrics_port``:
+    ``--metrics-port``)."""
     with tempfile.TemporaryDirectory(prefix="fedlake-se-") as tmp:
         base = Path(tmp)
         served = root or base / "root"
@@ -67,6 +69,8 @@ def running_se(
             argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         if server is not None:
             argv += ["--server", server]
+        if metrics_port is not None:
+            argv += ["--metrics-port", str(metrics_port)]
         process = ServerProcess(argv, base / "se.log")
         try:
             process.wait_for_port(port, timeout=30)

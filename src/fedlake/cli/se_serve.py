@@ -111,12 +111,22 @@ def serve(
         ),
     ] = False,
     server: ServerChoice = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="answer GET /metrics (Prometheus text: requests, bytes, durations of all "
+            "workers) on this port of --host, plain HTTP (default: nothing is counted)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve a directory over HTTP/WebDAV (GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND)."""
     import dataclasses
 
     from fedlake.se.config import TapeConfig
-    from fedlake.se.server import ServeOptions
+    from fedlake.se.server import MetricsPortError, ServeOptions
     from fedlake.se.server import serve as run
 
     settings = load_settings(config, allow_anonymous=allow_anonymous)
@@ -129,21 +139,29 @@ def serve(
         raise typer.BadParameter(f"{root} is not a directory", param_hint="--root")
     chosen = server_choice(server)
     check_tls(tls_cert, tls_key)
-    warn_closed(settings, "serve")
-    run(
-        ServeOptions(
-            root=root,
-            config=settings,
-            host=host,
-            port=port,
-            workers=workers,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            fsync=fsync,
-            access_log=access_log,
-            server=chosen,
+    if metrics_port == port:
+        raise typer.BadParameter(
+            f"{port} is --port: give the metrics a port of their own", param_hint="--metrics-port"
         )
-    )
+    warn_closed(settings, "serve")
+    try:
+        run(
+            ServeOptions(
+                root=root,
+                config=settings,
+                host=host,
+                port=port,
+                workers=workers,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                fsync=fsync,
+                access_log=access_log,
+                server=chosen,
+                metrics_port=metrics_port,
+            )
+        )
+    except MetricsPortError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--metrics-port") from None
 
 
 def register(se_app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedlake.se import read, tpc, write
 from fedlake.se.authz import Authorizer, Forbidden, Unauthenticated
@@ -22,6 +23,9 @@ from fedlake.se.config import SEConfig
 from fedlake.se.headers import BadHeader, DepthInfinity
 from fedlake.se.http import Context, HTTPError, Receive, Request, Scope, Send
 from fedlake.se.paths import BadPath, OutsideRoot, Resolver
+
+if TYPE_CHECKING:
+    from fedlake.se.serve_metrics import RequestMetrics
 
 __all__ = ["METHODS", "Handler", "SEApp", "create_app", "error_response"]
 
@@ -81,6 +85,8 @@ class SEApp:
         self.ctx = ctx
         self.methods = dict(METHODS if methods is None else methods)
         self.routes: list[tuple[str, Handler]] = []  # path prefixes served whatever the method
+        #: counts every request (``--metrics-port``: se.serve_metrics); None: nothing counted
+        self.metrics: RequestMetrics | None = None
 
     def add_method(self, name: str, handler: Handler) -> None:
         """Serve ``name`` with ``handler`` (e.g. ``COPY`` for HTTP third-party copy)."""
@@ -98,11 +104,16 @@ class SEApp:
         return self.methods.get(req.method)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind == "http":
+            if self.metrics is None:
+                await self._http(scope, receive, send)
+            else:
+                await self.metrics.count(self._http, scope, receive, send)
+        elif kind == "lifespan":
             await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(self.ctx, scope, receive, send)
         handler = self._handler(req)
         try:
@@ -145,6 +156,8 @@ class SEApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.metrics is not None:
+                    self.metrics.write()
                 if self.ctx._pool is not None:
                     self.ctx._pool.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
@@ -156,21 +169,29 @@ def create_app(
     config: SEConfig | None = None,
     *,
     fsync: bool = False,
+    metrics: bool = False,
 ) -> SEApp:
     """The SE application serving ``root`` with ``config`` (defaults: nothing trusted,
-    no areas; set ``allow_anonymous`` for an open server)."""
+    no areas; set ``allow_anonymous`` for an open server); ``metrics``: count every request
+    (``se.serve_metrics``; in tape mode too)."""
     config = config or SEConfig()
     if config.tape is not None:  # tape mode: the root is a tape emulation (se.tape_rest)
         from fedlake.se.tape_rest import tape_app
 
-        return tape_app(root, config, fsync=fsync)
-    resolver = Resolver(Path(root))
-    ctx = Context(
-        config=config,
-        resolver=resolver,
-        store=ChecksumStore(resolver.state_dir()),
-        authorizer=Authorizer(config),
-        put_md5=config.put_md5,
-        fsync=fsync,
-    )
-    return SEApp(ctx)
+        app = tape_app(root, config, fsync=fsync)
+    else:
+        resolver = Resolver(Path(root))
+        ctx = Context(
+            config=config,
+            resolver=resolver,
+            store=ChecksumStore(resolver.state_dir()),
+            authorizer=Authorizer(config),
+            put_md5=config.put_md5,
+            fsync=fsync,
+        )
+        app = SEApp(ctx)
+    if metrics:
+        from fedlake.se.serve_metrics import RequestMetrics
+
+        app.metrics = RequestMetrics()
+    return app

@@ -12,6 +12,13 @@ forks the workers and supervises them: a worker that dies is started again; SIGT
 SIGINT stops them all. uvicorn's own ``--workers`` needs the application as an import
 string and re-imports it in spawned processes, which would have to carry the
 configuration through the environment; forking keeps it in memory.
+
+``--metrics-port`` (``ServeOptions.metrics_port``): the parent binds that port too, before
+anything else (:class:`MetricsPortError` when it cannot), and forks a process that answers
+``GET /metrics`` there with the sum of every worker's request counters
+(``se.serve_metrics``); each worker's application counts its requests. With several
+uvicorn workers the parent starts the metrics process again if it dies, and drops the
+in-flight gauge of a worker that died.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -35,7 +43,7 @@ import uvicorn
 from fedlake.se.app import create_app
 from fedlake.se.config import SEConfig
 
-__all__ = ["DEFAULT_SERVER", "SERVERS", "ServeOptions", "serve"]
+__all__ = ["DEFAULT_SERVER", "SERVERS", "MetricsPortError", "ServeOptions", "serve"]
 
 SERVERS = ("uvicorn", "granian")
 DEFAULT_SERVER = "uvicorn"
@@ -60,12 +68,20 @@ class ServeOptions:
     app_factory: Callable[[], Any] | None = None
     #: the HTTP server: one of ``SERVERS``
     server: str = DEFAULT_SERVER
+    #: answer ``GET /metrics`` (the SE's request counters, all workers) on this port of
+    #: ``host``, plain HTTP; None: nothing is counted
+    metrics_port: int | None = None
+
+
+class MetricsPortError(OSError):
+    """The metrics port cannot be listened on (taken, or not allowed)."""
 
 
 def _build_app(options: ServeOptions) -> Any:
     if options.app_factory is not None:
         return options.app_factory()
-    return create_app(options.root, options.config, fsync=options.fsync)
+    metrics = options.metrics_port is not None
+    return create_app(options.root, options.config, fsync=options.fsync, metrics=metrics)
 
 
 def _serve_granian(options: ServeOptions) -> None:
@@ -132,39 +148,114 @@ def _run_worker(options: ServeOptions, sock: socket.socket) -> None:
     server.run(sockets=[sock])
 
 
+def _fork(run: Callable[[], None], what: str) -> int:
+    """The pid of a child process running ``run`` with the default signal handlers."""
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        run()
+    except BaseException:
+        log.exception("%s failed", what)
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class _MetricsProcess:
+    """The process answering ``GET /metrics`` on the metrics port, and the directory of
+    the workers' counter files (made fresh here, removed by :meth:`stop`)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        try:
+            self.sock = _bind(host, port)
+        except OSError as exc:
+            raise MetricsPortError(
+                exc.errno, f"cannot listen for metrics on {host}:{port}: {exc.strerror}"
+            ) from None
+        from fedlake.se import serve_metrics
+
+        self.directory = serve_metrics.counter_dir()  # before any worker counts
+        self.pid = 0
+        self.start()
+        print(
+            f"fedlake se: metrics on http://{host}:{port}/metrics (counters in {self.directory})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def start(self) -> None:
+        from fedlake.se.serve_metrics import answer_scrapes
+
+        self.pid = _fork(lambda: answer_scrapes(self.sock), "SE metrics process")
+
+    def worker_gone(self, pid: int) -> None:
+        from fedlake.se.serve_metrics import worker_gone
+
+        worker_gone(pid)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(self.pid, signal.SIGKILL)
+                    deadline = float("inf")
+                time.sleep(0.05)
+        self.sock.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def serve(options: ServeOptions) -> None:
-    """Serve until SIGTERM/SIGINT (blocking)."""
+    """Serve until SIGTERM/SIGINT (blocking); MetricsPortError when ``metrics_port`` cannot
+    be listened on."""
     if options.server not in SERVERS:
         raise ValueError(f"unknown server {options.server!r} (one of {', '.join(SERVERS)})")
-    if options.server == "granian":
-        _serve_granian(options)
-    else:
-        _serve_uvicorn(options)
+    if options.metrics_port is not None and options.app_factory is not None:
+        raise ValueError("metrics_port counts the SE's own requests: not with app_factory")
+    metrics = None
+    if options.metrics_port is not None:
+        metrics = _MetricsProcess(options.host, options.metrics_port)
+    try:
+        if options.server == "granian":
+            _serve_granian(options)
+        else:
+            _serve_uvicorn(options, metrics)
+    finally:
+        if metrics is not None:
+            metrics.stop()
 
 
-def _serve_uvicorn(options: ServeOptions) -> None:
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve_one(options: ServeOptions, metrics: _MetricsProcess | None) -> None:
+    """One uvicorn worker: this process."""
+    if metrics is not None:
+        # uvicorn raises the SIGTERM that stopped it again once it is done: by default that
+        # would end this process before the metrics process is stopped
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+    uvicorn.Server(_uvicorn_config(options)).run()
+
+
+def _serve_uvicorn(options: ServeOptions, metrics: _MetricsProcess | None) -> None:
     if options.workers <= 1:
-        uvicorn.Server(_uvicorn_config(options)).run()
+        _serve_one(options, metrics)
         return
     sock = _bind(options.host, options.port)
     children: dict[int, int] = {}  # pid -> worker number
     stopping = False
 
     def start(number: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _run_worker(options, sock)
-            except BaseException:
-                log.exception("SE worker %d failed", number)
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        pid = _fork(lambda: _run_worker(options, sock), f"SE worker {number}")
         children[pid] = number
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -192,7 +283,14 @@ def _serve_uvicorn(options: ServeOptions) -> None:
             break
         except InterruptedError:
             continue
+        if metrics is not None and pid == metrics.pid:
+            if not stopping:
+                log.warning("SE metrics process exited (status %d); starting it again", status)
+                metrics.start()
+            continue
         number = children.pop(pid, -1)
+        if metrics is not None and number >= 0:
+            metrics.worker_gone(pid)
         if number < 0 or stopping:
             continue
         now = time.monotonic()
