@@ -110,3 +110,15 @@ def test_rucio_cli_as_non_member(rucio_lake: RucioLake, lake_api: httpx.Client) 
     assert "sekrit-ds" in bob.cli_ok("list-dids", f"{SCOPE}:*").stdout
     assert "sekrit-f1" in bob.cli_ok("list-file-replicas", f"{SCOPE}:sekrit-ds").stdout
     assert "sekrit-ds" in bob.cli_ok("get-metadata", f"{SCOPE}:sekrit-ds").stdout
+
+    # the plain output names the embargo and its end once, in the API's date format
+    text = fedlake(
+        rucio_lake.live, "iam", "embargo", "add", f"{SCOPE}:open-f1", "--group", "/lofar",
+        "--until", "2031-01-02T03:04:05",
+    ).stdout  # fmt: skip
+    again = json.loads(fedlake(rucio_lake.live, "iam", "embargo", "list", "--json").stdout)
+    [new] = [e for e in again if e["name"] == "open-f1"]
+    assert " ".join(text.split()) == (
+        f"embargo {new['id']}: {SCOPE}:open-f1 readable only by /lofar "
+        "until Thu, 02 Jan 2031 03:04:05 UTC"
+    )

@@ -48,7 +48,7 @@ def embargo_add(
         print(json.dumps(row, default=str))
         return
     console.print(
-        f"embargo {row['id']}: {did} readable only by {group} until {row['until']} UTC",
+        f"embargo {row['id']}: {did} readable only by {group} until {row['until']}",
         highlight=False,
         soft_wrap=True,
     )
