@@ -102,7 +102,8 @@ class Client:
         c = self.config
         if not c.username or not c.password:
             raise AuthenticationFailed(
-                "no credentials: set FEDLAKE_TOKEN, or FEDLAKE_USERNAME and FEDLAKE_PASSWORD"
+                "no credentials: run 'fedlake login', or set FEDLAKE_TOKEN, or FEDLAKE_USERNAME "
+                "and FEDLAKE_PASSWORD"
             )
         headers = {"X-Rucio-Username": c.username, "X-Rucio-Password": c.password}
         if c.account:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedlake.client.http import ClientConfig
+import pytest
+
+from fedlake.client.http import Client, ClientConfig
+from fedlake.domain.errors import AuthenticationFailed
 
 
 def _saved(tmp_path: Path) -> dict[str, str]:
@@ -36,3 +39,11 @@ def test_another_user_acts_as_its_own_account(tmp_path: Path) -> None:
 def test_a_token_acts_as_its_own_account(tmp_path: Path) -> None:
     config = ClientConfig.load(_saved(tmp_path) | {"FEDLAKE_TOKEN": "a.b.c"})
     assert (config.token, config.account) == ("a.b.c", None)
+
+
+def test_no_credentials_say_how_to_get_some() -> None:
+    with (
+        Client(ClientConfig(url="http://127.0.0.1:9")) as client,
+        pytest.raises(AuthenticationFailed, match="run 'fedlake login', or set FEDLAKE_TOKEN"),
+    ):
+        client.login()
