@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +159,38 @@ def test_suspension_reinstatement_and_revocation(live: LiveLake) -> None:
     log = as_json(live, "iam", "audit", "--target", "alice")
     assert [e["action"] for e in log] == ["tokens.revoke", "account.reinstate", "account.suspend"]
     assert log[-1]["details"] == {"reason": "left"}
+
+
+def test_a_limited_token_never_becomes_the_saved_admin_login(
+    live: LiveLake, tmp_path: Path
+) -> None:
+    """On the lake's machine the saved login is root's, with the password `fedlake up`
+    generated; a token given in FEDLAKE_TOKEN is the identity even when the lake refuses
+    it something (the client used to log in as root then and try again)."""
+    password_file = tmp_path / "root-password"
+    password_file.write_text(cli.PASSWORDS["root"])
+    saved = {"url": live.url, "account": "root", "username": "root"}
+    (tmp_path / "client.json").write_text(json.dumps(saved | {"password_file": str(password_file)}))
+    token = fedlake(
+        live, "iam", "token", "issue", "alice", "--scope", "storage.read:/user.alice"
+    ).stdout.strip()
+    env = {k: v for k, v in cli.fedlake_env(live.url).items() if not k.startswith("FEDLAKE_")}
+    env |= {"FEDLAKE_DATA_DIR": str(tmp_path), "COLUMNS": "250"}
+
+    def run(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli.fedlake_command(*args),
+            env=env | more,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert json.loads(run("whoami", "--json").stdout)["account"] == "root"  # the saved login
+    for args in (("stat", "user.root:raw.fits"), ("ls", "user.root")):  # one call, a stream
+        proc = run(*args, "--json", FEDLAKE_TOKEN=token)
+        assert proc.returncode == 1, proc.stdout
+        assert "AccessDenied" in proc.stderr and "storage.read:/user.root" in proc.stderr
+    proc = run("whoami", "--json", FEDLAKE_TOKEN=token)
+    assert json.loads(proc.stdout)["account"] == "alice", proc.stderr

@@ -45,7 +45,11 @@ class ClientConfig:
             )
         username = env.get("FEDLAKE_USERNAME") or saved.get("username")
         password = env.get("FEDLAKE_PASSWORD")
-        if password is None and saved.get("password_file") and username == saved.get("username"):
+        if env.get("FEDLAKE_TOKEN"):
+            # the token is the identity: never fall back to a password (a token refused for
+            # what it may not do must not become the saved admin's login)
+            username = password = None
+        elif password is None and saved.get("password_file") and username == saved.get("username"):
             pw_file = Path(saved["password_file"])
             password = pw_file.read_text().strip() if pw_file.exists() else None
         # the saved account goes with the saved login only: another user's name or a token
@@ -157,11 +161,19 @@ class Client:
         for attempt in (1, 2):
             h = self._headers() | (headers or {})
             r = self._http.request(method, path, content=content, params=params, headers=h)
-            if r.status_code == 401 and attempt == 1 and self._saved is not None:
-                self._refresh_saved()  # the saved login: refresh once
+            # a token refused as expired or invalid (CannotAuthenticate; not AccessDenied,
+            # which is about what the identity may do): refresh the saved login, or log in
+            # with the password again, once
+            expired = (
+                attempt == 1
+                and r.status_code == 401
+                and r.headers.get("ExceptionClass") == "CannotAuthenticate"
+            )
+            if expired and self._saved is not None:
+                self._refresh_saved()
                 continue
-            if r.status_code == 401 and attempt == 1 and self.config.password:
-                self._token = None  # expired: log in again once
+            if expired and self.config.password and self.config.token is None:
+                self._token = None
                 continue
             self._raise(r)
             return r

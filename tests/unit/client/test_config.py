@@ -41,6 +41,17 @@ def test_a_token_acts_as_its_own_account(tmp_path: Path) -> None:
     assert (config.token, config.account) == ("a.b.c", None)
 
 
+def test_a_token_never_falls_back_to_the_saved_password(tmp_path: Path) -> None:
+    env = _saved(tmp_path)
+    (tmp_path / "pw").write_text("root-secret")
+    saved = json.loads((tmp_path / "client.json").read_text())
+    saved["password_file"] = str(tmp_path / "pw")
+    (tmp_path / "client.json").write_text(json.dumps(saved))
+    assert ClientConfig.load(env).password == "root-secret"  # the saved login
+    config = ClientConfig.load(env | {"FEDLAKE_TOKEN": "a.b.c"})
+    assert (config.token, config.username, config.password) == ("a.b.c", None, None)
+
+
 def test_no_credentials_say_how_to_get_some() -> None:
     with (
         Client(ClientConfig(url="http://127.0.0.1:9")) as client,
