@@ -106,6 +106,11 @@ def test_stage_then_read_then_release(tape_se: SEServer, tape: HttpTapeStorage) 
     assert tape.stage(url, pin_seconds=600) == request_id  # pending: the same request
     assert (tape_se.root / "stage-requests" / f"{request_id}.json").is_file()
     wait_online(tape, url)
+    # completed and online (the engine may ask again just after the recall ended): the same
+    # request, no second recall
+    assert tape.stage(url, pin_seconds=600) == request_id
+    requests = (tape_se.root / "stage-requests").glob("*.json")
+    assert sum('"/run1/f.raw"' in r.read_text() for r in requests) == 1
     assert b"".join(tape.read(url)) == data
     pinned = pin_of(tape_se, "/run1/f.raw")
     assert pinned is not None and abs(pinned - (time.time() + 600)) < 60  # diskLifetime

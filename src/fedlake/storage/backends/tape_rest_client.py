@@ -168,7 +168,7 @@ class WebDAVTapeStorage(WebDAVStorage, Stageable):
         path = tape_path(url)
         with self._tape_lock:
             known = self._stage_ids.get(url)
-        if known is not None and self._pending(url, path, known):
+        if known is not None and self._standing(url, path, known):
             return known
         body = {"files": [{"path": path, "diskLifetime": f"PT{math.ceil(pin_seconds)}S"}]}
         r, wire = self._call("POST", url, "stage", body)
@@ -185,9 +185,11 @@ class WebDAVTapeStorage(WebDAVStorage, Stageable):
                 self._stage_ids.popitem(last=False)
         return request_id
 
-    def _pending(self, url: str, path: str, request_id: str) -> bool:
-        """Whether the recall of ``path`` in request ``request_id`` is still running; a
-        FAILED recall raises (and is forgotten)."""
+    def _standing(self, url: str, path: str, request_id: str) -> bool:
+        """Whether request ``request_id`` still brings ``path`` online: its recall is
+        running, or it completed and the file is online (it may have completed since the
+        caller last looked: asking again would recall it twice). A FAILED recall raises
+        (and is forgotten)."""
         r, wire = self._call("GET", url, f"stage/{request_id}")
         if r.status_code == 404:  # the server forgot the request: ask again
             return False
@@ -203,6 +205,8 @@ class WebDAVTapeStorage(WebDAVStorage, Stageable):
             with self._tape_lock:
                 self._stage_ids.pop(url, None)
             _file_error(url, f"the recall failed: {entry.get('error') or 'no reason given'}")
+        if state == "COMPLETED":
+            return self.is_online(url)  # else the disk copy went since: recall it again
         return state in _PENDING
 
     def is_online(self, url: str) -> bool:
