@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import subprocess
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -158,3 +159,20 @@ def test_whole_file_cache_hit(se: SEServer, whole_file_cache: CacheServer) -> No
     assert after["fedlake_cache_origin_fetches"] == before["fedlake_cache_origin_fetches"]
     r = httpx.get(cache.url("/cached/c.bin"), headers={"Range": "bytes=5-2999999"}, timeout=30)
     assert (r.status_code, r.content == BIG[5:3000000]) == (206, True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_tls_server_stops_at_once_with_idle_clients(
+    server: str, tls: tuple[Path, Path], workers: int
+) -> None:
+    """An idle keep-alive client over TLS never sends close_notify: uvicorn waited up to 30 s
+    for it when stopping (the SE drops idle connections)."""
+    with running_se(anonymous=True, tls=tls, workers=workers, server=server) as se:
+        (se.root / "f").write_bytes(b"data")
+        with httpx.Client(verify=verify(se)) as client:  # keeps its connection in the pool
+            assert client.get(se.url("/f")).content == b"data"
+            started = time.monotonic()
+            se.process.stop(timeout=20)  # SIGTERM; SIGKILL after 20 s
+            took = time.monotonic() - started
+            assert se.process.proc.returncode in (0, -15, 143), se.process.proc.returncode
+    assert took < 5, f"stopping took {took:.1f} s"

@@ -132,7 +132,7 @@ def worker(served_lake: ServedLake) -> Iterator[TransferWorker]:
     transfers`` runs it)."""
     w = TransferWorker(
         served_lake.lake.db,
-        WorkerConfig(threads=2, batch=10, lease=30, idle_poll=0.1, refresh=0),
+        WorkerConfig(threads=2, batch=10, lease=30, idle_poll=0.1, stage_poll=0.2, refresh=0),
         tokens=StorageTokens(served_lake.lake.tokens, lifetime=600),
     )
     w.start()
