@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import ColumnElement, Text, and_, bindparam, insert, tuple_
+from sqlalchemy import ColumnElement, Text, and_, bindparam, insert, text, tuple_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -202,3 +202,34 @@ def _copy_rows(conn: Any, table: Any, cols: list[str], rows: Sequence[dict[str, 
     with raw.cursor() as cur, cur.copy(sql) as copy:
         for r in rows:
             copy.write_row([r[c] for c in cols])
+
+
+def insert_json_returning(
+    session: Session,
+    table: Any,
+    rows: Sequence[dict[str, Any]],
+    returning: Sequence[str],
+    size: int = 5000,
+) -> list[tuple[Any, ...]]:
+    """PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` with the rows as one
+    JSON parameter (``json_to_recordset``), ``size`` rows a statement. A multi-row VALUES
+    statement costs psycopg a parse of every placeholder in Python (20 columns of 10,000
+    rows: two thirds of queueing 10,000 transfers). Every row has the same keys, table
+    columns; values are JSON numbers, strings, booleans or null (datetimes as text)."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect
+    quote = dialect.identifier_preparer.quote
+    cols = list(rows[0])
+    names = ", ".join(quote(c) for c in cols)
+    spec = ", ".join(f"{quote(c)} {table.c[c].type.compile(dialect=dialect)}" for c in cols)
+    stmt = text(
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} "
+        f"FROM json_to_recordset(CAST(:rows AS JSON)) AS fl_r({spec}) "
+        f"ON CONFLICT DO NOTHING RETURNING {', '.join(quote(c) for c in returning)}"
+    )
+    out: list[tuple[Any, ...]] = []
+    for batch in chunks(rows, size):
+        payload = orjson.dumps(batch).decode()  # naive datetimes as ISO text
+        out.extend(tuple(r) for r in session.execute(stmt, {"rows": payload}))
+    return out

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from fedlake.catalog import events
 from fedlake.catalog import rules as rule_core
-from fedlake.catalog._util import chunks, ids_in, insert_rows, pairs_in
+from fedlake.catalog._util import chunks, ids_in, insert_json_returning, insert_rows, pairs_in
 from fedlake.catalog.models import (
     DID,
     Lock,
@@ -221,11 +221,15 @@ def queue_requests(session: Session, items: Sequence[NewRequest]) -> list[int]:
         for i in items
     ]
     tr: Any = TransferRequest.__table__
-    stmt = _insert_ignoring_active(session).returning(
-        tr.c.id, tr.c.scope, tr.c.name, tr.c.dest_rse_id
-    )
     found_ids: dict[tuple[str, str, str], int] = {}
-    for rid, sc, nm, dest in session.connection().execute(stmt, rows):
+    if session.get_bind().dialect.name == "postgresql":
+        inserted = insert_json_returning(session, tr, rows, ("id", "scope", "name", "dest_rse_id"))
+    else:
+        stmt = _insert_ignoring_active(session).returning(
+            tr.c.id, tr.c.scope, tr.c.name, tr.c.dest_rse_id
+        )
+        inserted = [tuple(r) for r in session.connection().execute(stmt, rows)]
+    for rid, sc, nm, dest in inserted:
         found_ids[(sc, nm, dest)] = rid
     # files that already had an active request to that RSE: that request is theirs
     known = [i for i in items if (i.scope, i.name, i.dest_rse_id) not in found_ids]
