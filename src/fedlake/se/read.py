@@ -105,6 +105,24 @@ async def _serve(req: Request, *, with_body: bool) -> None:
         os.close(fd)
 
 
+def _range_header(req: Request, headers: list[tuple[str, str]]) -> str | None:
+    """The ``Range`` to honour: none when ``If-Range`` names another version of the file
+    (RFC 9110 §13.1.5: an entity tag compared strongly with ``ETag``, or a date equal to
+    ``Last-Modified``); the client then gets the whole file, not pieces of a new one."""
+    spec = req.header("range")
+    condition = req.header("if-range")
+    if spec is None or condition is None:
+        return spec
+    condition = condition.strip()
+    ours = dict(headers)
+    if condition.startswith(('"', "W/")):
+        tag = ours.get("etag")
+        holds = tag is not None and not condition.startswith("W/") and condition == tag
+    else:
+        holds = condition == ours.get("last-modified")
+    return spec if holds else None
+
+
 def select_range(
     req: Request, size: int, headers: list[tuple[str, str]], *, with_body: bool
 ) -> tuple[int, int, int]:
@@ -112,7 +130,7 @@ def select_range(
     ``Range`` asked for (206; 416 when it lies past the end), else all of it (200: also
     for a list of ranges). Adds ``Content-Range`` and ``Content-Length`` to ``headers``."""
     status, offset, length = 200, 0, size
-    spec = req.header("range")
+    spec = _range_header(req, headers)
     if with_body and spec is not None:
         try:
             wanted = parse_range(spec, size)
@@ -133,7 +151,7 @@ def select_ranges(
     none lies within the file), else all of it (200). HEAD ignores ``Range`` (RFC 9110
     §14.2: range handling is defined for GET only). Adds ``Content-Type``,
     ``Content-Range`` and ``Content-Length`` to ``headers``."""
-    spec = req.header("range")
+    spec = _range_header(req, headers)
     chosen: ByteRange | Multipart | None = None
     if with_body and spec is not None:
         try:

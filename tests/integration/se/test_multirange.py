@@ -191,3 +191,26 @@ def test_as_many_parts_as_allowed(se: SEServer) -> None:
 def test_a_multipart_body_longer_than_the_file_is_the_file(se: SEServer) -> None:
     r = get(se, "small.bin", "bytes=0-9,20-29")
     assert (r.status_code, r.content) == (200, SMALL)
+
+
+def test_if_range_serves_ranges_of_the_same_version_only(se: SEServer) -> None:
+    """RFC 9110 §13.1.5: a Range with If-Range naming another version of the file (a
+    strong entity tag or a date) gets the whole file (200), for one range and for many."""
+    whole = httpx.get(se.url("mid.bin"), timeout=60)
+    tag, date = whole.headers["etag"], whole.headers["last-modified"]
+    for spec in ("bytes=0-9", "bytes=0-9,100-109"):
+        for condition, status in (
+            (tag, 206),
+            (date, 206),
+            ('"not-this-version"', 200),
+            (f"W/{tag}", 200),  # a weak tag never matches
+            ("Thu, 01 Jan 1970 00:00:00 GMT", 200),
+        ):
+            r = httpx.get(
+                se.url("mid.bin"), headers={"Range": spec, "If-Range": condition}, timeout=60
+            )
+            assert r.status_code == status, (spec, condition, r.status_code)
+            if status == 200:
+                assert r.content == MID
+            else:
+                assert len(r.content) < len(MID)
