@@ -242,7 +242,11 @@ def report(
     """Print ``what: value unit (goal >= goal unit) [db] OK|MISSED``; return whether met."""
     ok = value >= goal if higher_is_better else value < goal
     op = ">=" if higher_is_better else "<"
-    fmt = (lambda v: f"{v:,.0f}") if max(abs(value), abs(goal)) >= 100 else (lambda v: f"{v:,.2f}")
+    places = 0 if max(abs(value), abs(goal)) >= 100 else 2
+
+    def fmt(v: float) -> str:
+        return f"{v:,.{places}f}"
+
     line = f"{what}: {fmt(value)} {unit} (goal {op} {fmt(goal)} {unit}) [{db}]"
     if extra:
         line += f" {extra}"

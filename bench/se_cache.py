@@ -110,7 +110,7 @@ def main() -> int:
     if shutil.which("curl") is None:
         raise SystemExit("curl is needed: apt-get install curl")
     servers = [name.strip() for name in args.server.split(",") if name.strip()]
-    size = args.size_mib * MiB
+    size: int = args.size_mib * MiB
 
     def rate(seconds: float) -> float:
         return size / MiB / seconds

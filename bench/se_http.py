@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -152,8 +153,7 @@ def curl_speed(args: list[str]) -> float:
     return max(float(out[0]), float(out[1]))
 
 
-def best(runs: int, fn: object) -> float:
-    assert callable(fn)
+def best(runs: int, fn: Callable[[], float]) -> float:
     return max(fn() for _ in range(runs))
 
 

@@ -49,7 +49,7 @@ def weed_program() -> str:
 def start_weed(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     """``weed server`` with S3 on a free loopback port; returns (process, S3 port)."""
     (work / "weed").mkdir()
-    identity = {"name": "bench", "actions": ["Admin", "Read", "Write", "List"]}
+    identity: dict[str, object] = {"name": "bench", "actions": ["Admin", "Read", "Write", "List"]}
     identity["credentials"] = [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]
     (work / "s3.json").write_text(json.dumps({"identities": [identity]}))
     p = {n: free_port() for n in ("master", "volume", "filer", "s3")}

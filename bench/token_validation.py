@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -128,7 +129,7 @@ def main() -> int:
             for name, token in tokens.items():
                 for ttl, label in ((0, "cache off"), (5, "cache on")):
                     lk = lakes[ttl]
-                    us = per_call_us(lambda lk=lk, t=token: caller_from_token(lk, t), args.calls)
+                    us = per_call_us(partial(caller_from_token, lk, token), args.calls)
                     met = report(
                         f"validate {name} token, {label}",
                         us,
@@ -144,11 +145,11 @@ def main() -> int:
             for name, token in tokens.items():
                 if name.startswith("own"):
                     us = per_call_us(
-                        lambda t=token: lk.tokens.validate(t, check_revoked=False), args.calls
+                        partial(lk.tokens.validate, token, check_revoked=False), args.calls
                     )
                 else:
                     us = per_call_us(
-                        lambda t=token: validate_token(t, config, lk.trust.keys), args.calls
+                        partial(validate_token, token, config, lk.trust.keys), args.calls
                     )
                 report(
                     f"signature + claims only, {name} (reference)",

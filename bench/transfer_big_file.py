@@ -112,7 +112,7 @@ def engine_copy(lake: Lake, name: str, rse: str) -> float:
     }
     [rid] = svc.submit(lake, ROOT, body)
     while True:
-        req = svc.get_request(lake, rid)
+        req = svc.get_request(lake, ROOT, rid)
         if req["state"] not in ("QUEUED", "SUBMITTED", "WAITING"):
             break
         time.sleep(0.02)

@@ -193,7 +193,8 @@ def time_claims(lake: Lake, rounds: int) -> list[float]:
 
 def states(lake: Lake) -> dict[str, int]:
     with lake.db.read() as s:
-        return admin.state_counts(s)
+        counts: dict[str, int] = admin.state_counts(s)
+        return counts
 
 
 def ms(xs: list[float]) -> str:
