@@ -108,7 +108,7 @@ def cpu_seconds(pid: int) -> float:
 
 def _queue_direct(lake: Lake, start: int, stop: int) -> None:
     """Insert QUEUED requests with the catalogue layer (COPY on PostgreSQL): the rows
-    ``catalog.transfers.queue_requests`` writes, without its per-batch id lookup."""
+    ``catalog.transfer_queue.queue_requests`` writes, without its per-batch id lookup."""
     now = utcnow()
     with lake.db.read() as s:
         safe = rse_core.get_rse(s, "LOCAL-SAFE").id

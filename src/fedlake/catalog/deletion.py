@@ -30,7 +30,8 @@ from fedlake.catalog._util import chunks, loads, pairs_in
 from fedlake.catalog.models import DID, RSE, Lock, Replica, RSEAttribute, RSELimit, RSEUsage
 from fedlake.catalog.models import TransferRequest as _TR
 from fedlake.catalog.replica_locks import OBSOLETE
-from fedlake.catalog.transfers import ACTIVE, queue_for_rules
+from fedlake.catalog.transfer_queue import queue_for_rules
+from fedlake.catalog.transfers import ACTIVE
 from fedlake.domain.errors import RSENotFound
 from fedlake.domain.types import ReplicaState
 
@@ -282,7 +283,7 @@ def release_locked(session: Session, rse_id: str, *, now: datetime, lease: float
 
 def _queue_copies(session: Session, rse_id: str, keys: Sequence[tuple[str, str]]) -> None:
     """Replicas locked while being deleted are COPYING again: their rules' transfers (held
-    back while the deletion ran, see ``transfers.queue_for_rules``) are queued now."""
+    back while the deletion ran, see ``transfer_queue.queue_for_rules``) are queued now."""
     rule_ids: set[str] = set()
     for batch in chunks(list(keys)):
         rule_ids.update(

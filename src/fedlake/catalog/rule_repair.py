@@ -32,7 +32,8 @@ from fedlake.catalog import events, placement
 from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import DID, Lock, Replica, Rule, TransferRequest
 from fedlake.catalog.rules import stick_locks
-from fedlake.catalog.transfers import ACTIVE, queue_for_rules
+from fedlake.catalog.transfer_queue import queue_for_rules
+from fedlake.catalog.transfers import ACTIVE
 from fedlake.domain.errors import LakeError
 from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import LockState, ReplicaState, RequestState, RuleState

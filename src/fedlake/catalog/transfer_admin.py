@@ -14,7 +14,8 @@ from fedlake.catalog import rules as rule_core
 from fedlake.catalog.embargo import Hidden, hides_row
 from fedlake.catalog.models import Lock, TransferAttempt, TransferRequest
 from fedlake.catalog.rules import stick_locks
-from fedlake.catalog.transfers import ACTIVE, NewRequest, queue_requests
+from fedlake.catalog.transfer_queue import NewRequest, queue_requests
+from fedlake.catalog.transfers import ACTIVE
 from fedlake.domain.errors import InvalidInput, RequestNotFound
 from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import LockState, RequestState

@@ -363,10 +363,10 @@ def extend_rules(s: Any, scope: str, name: str, children: list[Key]) -> None:
             chosen = current[: rule.copies]
         rule_core.lock_files(s, rule, [(files, chosen)], check_limits=not rule.ignore_account_limit)
     # the new copies get their transfer requests in the same transaction
-    from fedlake.catalog import transfers as transfer_core
+    from fedlake.catalog import transfer_queue
     from fedlake.services.transfers import poke_after_commit
 
-    if transfer_core.queue_for_rules(s, [r.id for r in rules], None):
+    if transfer_queue.queue_for_rules(s, [r.id for r in rules], None):
         poke_after_commit(s)
 
 

@@ -135,9 +135,9 @@ def qos_round(lake: Lake, limit: int = 100) -> int:
 
 
 def _queue(s: Session, rule_id: str) -> None:
-    from fedlake.catalog import transfers as transfer_core
+    from fedlake.catalog import transfer_queue
 
-    transfer_core.queue_for_rules(s, [rule_id], None)
+    transfer_queue.queue_for_rules(s, [rule_id], None)
 
 
 def seconds_to_next_qos_step(lake: Lake, default: float) -> float:

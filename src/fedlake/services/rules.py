@@ -12,11 +12,10 @@ from fedlake.auth import policy as access
 from fedlake.auth.policy import Caller, require_rule_owner
 from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
-from fedlake.catalog import lock_listing, qos, rule_bulk
+from fedlake.catalog import lock_listing, qos, rule_bulk, transfer_queue
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import rule_changes as changes
 from fedlake.catalog import rules as core
-from fedlake.catalog import transfers as transfer_core
 from fedlake.catalog.accounts import get_account
 from fedlake.catalog.models import DID, RSE
 from fedlake.domain.errors import (
@@ -236,7 +235,7 @@ def add_rules_in(
         access.require_read(r, scope, name)
     ids = rule_bulk.add_rules(s, spec, keys)
     # every REPLICATING lock gets its transfer request in the same transaction
-    if transfer_core.queue_for_rules(s, ids, None):
+    if transfer_queue.queue_for_rules(s, ids, None):
         from fedlake.services.transfers import poke_after_commit
 
         poke_after_commit(s)
@@ -390,7 +389,7 @@ def _targets(s: Session, rule: Any) -> list[str]:
 
 def _queue(s: Session, rule_ids: list[str]) -> None:
     """Transfers for the rules' new REPLICATING locks, in the same transaction."""
-    if transfer_core.queue_for_rules(s, rule_ids, None):
+    if transfer_queue.queue_for_rules(s, rule_ids, None):
         from fedlake.services.transfers import poke_after_commit
 
         poke_after_commit(s)

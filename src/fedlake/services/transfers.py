@@ -14,6 +14,7 @@ from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import rses as rse_core
 from fedlake.catalog import transfer_admin as admin
+from fedlake.catalog import transfer_queue
 from fedlake.catalog import transfers as core
 from fedlake.domain.errors import Duplicate, InvalidInput, RequestNotFound
 from fedlake.domain.names import validate_did_name, validate_rse_name, validate_scope
@@ -122,7 +123,7 @@ def submit(lake: Lake, caller: Caller, body: Any) -> list[int]:
             else:
                 files.extend(_files(s, scope, name))  # a collection, or a clear not-found
         items = [
-            core.NewRequest(
+            transfer_queue.NewRequest(
                 scope,
                 name,
                 row.id,
@@ -135,7 +136,7 @@ def submit(lake: Lake, caller: Caller, body: Any) -> list[int]:
             )
             for scope, name in dict.fromkeys(files)
         ]
-        ids = core.queue_requests(s, items)
+        ids = transfer_queue.queue_requests(s, items)
         poke_after_commit(s)
     return ids
 
