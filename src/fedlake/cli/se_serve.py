@@ -1,5 +1,5 @@
-"""``fedlake se serve``: serve a POSIX directory over HTTP/WebDAV with the lake's tokens
-(docs/se.md)."""
+"""``fedlake se serve``: serve a POSIX directory (or an S3 bucket) over HTTP/WebDAV with
+the lake's tokens (docs/se.md)."""
 
 from __future__ import annotations
 
@@ -102,6 +102,16 @@ def serve(
         bool, typer.Option("--fsync", help="flush every PUT to disk before answering")
     ] = False,
     access_log: Annotated[bool, typer.Option("--access-log", help="log every request")] = False,
+    s3: Annotated[
+        str | None,
+        typer.Option(
+            "--s3",
+            help="serve this S3 bucket (and key prefix) instead of a directory: "
+            "s3://HOST:PORT/BUCKET[/PREFIX]; credentials from FEDLAKE_S3_ACCESS_KEY and "
+            "FEDLAKE_S3_SECRET_KEY or the s3 table of --config",
+            show_default=False,
+        ),
+    ] = None,
     tape: Annotated[
         bool,
         typer.Option(
@@ -122,7 +132,8 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve a directory over HTTP/WebDAV (GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND)."""
+    """Serve a directory (or an S3 bucket) over HTTP/WebDAV (GET, HEAD, PUT, DELETE,
+    MKCOL, MOVE, PROPFIND, COPY)."""
     import dataclasses
 
     from fedlake.se.config import TapeConfig
@@ -132,11 +143,19 @@ def serve(
     settings = load_settings(config, allow_anonymous=allow_anonymous)
     if tape and settings.tape is None:
         settings = dataclasses.replace(settings, tape=TapeConfig())
-    root = root or settings.root
-    if root is None:
-        raise typer.BadParameter("give the directory to serve", param_hint="--root")
-    if not root.is_dir():
-        raise typer.BadParameter(f"{root} is not a directory", param_hint="--root")
+    if s3 is not None or settings.s3 is not None:
+        if root is not None or tape or settings.tape is not None:
+            raise typer.BadParameter(
+                "--s3 serves a bucket: give it without --root and --tape (or the tape table)",
+                param_hint="--s3",
+            )
+        settings = s3_settings(settings, s3)
+    else:
+        root = root or settings.root
+        if root is None:
+            raise typer.BadParameter("give the directory to serve", param_hint="--root")
+        if not root.is_dir():
+            raise typer.BadParameter(f"{root} is not a directory", param_hint="--root")
     chosen = server_choice(server)
     check_tls(tls_cert, tls_key)
     if metrics_port == port:
@@ -162,6 +181,40 @@ def serve(
         )
     except MetricsPortError as exc:
         raise typer.BadParameter(str(exc), param_hint="--metrics-port") from None
+
+
+def s3_settings(settings: SEConfig, url: str | None) -> SEConfig:
+    """The settings with the S3 backend's URL (``--s3`` wins over the s3 table), after
+    checking once that the bucket exists and the credentials work (a clear error now,
+    not at every request)."""
+    import dataclasses
+
+    from fedlake.domain.errors import InvalidInput
+    from fedlake.se.config import S3Config, check_s3_url
+    from fedlake.se.object_store import ObjectStore
+    from fedlake.storage.backends.s3 import S3Storage
+
+    backend = settings.s3 or S3Config()
+    if url is not None:
+        try:
+            check_s3_url(url, "--s3")
+        except InvalidInput as exc:
+            raise typer.BadParameter(str(exc), param_hint="--s3") from None
+        backend = dataclasses.replace(backend, url=url)
+    if backend.url is None:
+        raise typer.BadParameter(
+            "give the bucket to serve (s3://HOST:PORT/BUCKET)", param_hint="--s3"
+        )
+    try:
+        storage = S3Storage(**backend.options)
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(f"the s3 table: {exc}", param_hint="--config") from None
+    try:
+        ObjectStore(backend.url, storage).check()
+    except OSError as exc:
+        typer.echo(f"fedlake se serve: cannot serve {backend.url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return dataclasses.replace(settings, s3=backend)
 
 
 def register(se_app: typer.Typer) -> None:

@@ -14,14 +14,14 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fedlake.se import read, tpc, write
 from fedlake.se.authz import Authorizer, Forbidden, Unauthenticated
 from fedlake.se.checksums import ChecksumStore
 from fedlake.se.config import SEConfig
 from fedlake.se.headers import BadHeader, DepthInfinity
-from fedlake.se.http import Context, HTTPError, Receive, Request, Scope, Send
+from fedlake.se.http import BaseContext, Context, HTTPError, Receive, Request, Scope, Send
 from fedlake.se.paths import BadPath, OutsideRoot, Resolver
 
 if TYPE_CHECKING:
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "Handler", "SEApp", "create_app", "error_response"]
 
-Handler = Callable[[Request], Awaitable[None]]
+#: a method's handler (a request of whatever the application serves)
+Handler = Callable[[Request[Any]], Awaitable[None]]
 
 METHODS: dict[str, Handler] = {
     "OPTIONS": read.options,
@@ -81,7 +82,7 @@ def _os_message(exc: OSError, default: str) -> str:
 class SEApp:
     """ASGI callable: dispatch by method, authenticate, map errors."""
 
-    def __init__(self, ctx: Context, methods: dict[str, Handler] | None = None) -> None:
+    def __init__(self, ctx: BaseContext, methods: dict[str, Handler] | None = None) -> None:
         self.ctx = ctx
         self.methods = dict(METHODS if methods is None else methods)
         self.routes: list[tuple[str, Handler]] = []  # path prefixes served whatever the method
@@ -97,7 +98,7 @@ class SEApp:
         (the WLCG Tape REST API of tape mode: ``se.tape_rest``)."""
         self.routes.append((prefix.rstrip("/"), handler))
 
-    def _handler(self, req: Request) -> Handler | None:
+    def _handler(self, req: Request[Any]) -> Handler | None:
         for prefix, handler in self.routes:
             if req.path == prefix or req.path.startswith(prefix + "/"):
                 return handler
@@ -114,7 +115,7 @@ class SEApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        req = Request(self.ctx, scope, receive, send)
+        req: Request[BaseContext] = Request(self.ctx, scope, receive, send)
         handler = self._handler(req)
         try:
             if handler is None:
@@ -138,7 +139,7 @@ class SEApp:
                 content_type="text/plain; charset=utf-8",
             )
 
-    async def _authenticate(self, req: Request) -> None:
+    async def _authenticate(self, req: Request[Any]) -> None:
         if self.ctx.config.allow_anonymous:
             return
         authorizer = self.ctx.authorizer
@@ -165,17 +166,26 @@ class SEApp:
 
 
 def create_app(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None,
     config: SEConfig | None = None,
     *,
     fsync: bool = False,
     metrics: bool = False,
 ) -> SEApp:
     """The SE application serving ``root`` with ``config`` (defaults: nothing trusted,
-    no areas; set ``allow_anonymous`` for an open server); ``metrics``: count every request
-    (``se.serve_metrics``; in tape mode too)."""
+    no areas; set ``allow_anonymous`` for an open server), or the S3 bucket of
+    ``config.s3``; ``metrics``: count every request (``se.serve_metrics``; in tape mode
+    and on S3 too)."""
     config = config or SEConfig()
-    if config.tape is not None:  # tape mode: the root is a tape emulation (se.tape_rest)
+    if config.s3 is not None:  # an S3 bucket instead of a directory (se.object_app)
+        from fedlake.se.object_app import create_object_app
+
+        if config.s3.url is None:
+            raise ValueError("the S3 backend needs the bucket's URL (s3://HOST:PORT/BUCKET)")
+        app = create_object_app(config.s3.url, config.s3.options, config)
+    elif root is None:
+        raise ValueError("give the directory to serve (or an S3 backend in the configuration)")
+    elif config.tape is not None:  # tape mode: the root is a tape emulation (se.tape_rest)
         from fedlake.se.tape_rest import tape_app
 
         app = tape_app(root, config, fsync=fsync)

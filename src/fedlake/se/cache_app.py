@@ -31,11 +31,10 @@ from fedlake.se.cache_fetch import Fetcher, Origin
 from fedlake.se.cache_lake import LakeCatalogue
 from fedlake.se.cache_metrics import CONTENT_TYPE, Metrics
 from fedlake.se.cache_store import CacheStore, FileInfo
-from fedlake.se.checksums import ChecksumStore
 from fedlake.se.config import SEConfig
 from fedlake.se.headers import parse_want_digest
-from fedlake.se.http import Context, HTTPError, Request
-from fedlake.se.paths import Resolver, clean_path
+from fedlake.se.http import BaseContext, HTTPError, Request
+from fedlake.se.paths import clean_path
 from fedlake.se.propfind import http_date
 from fedlake.se.read import select_range
 from fedlake.storage.base import TransientStorageError
@@ -64,18 +63,19 @@ class CacheOptions:
     fsync: bool = False
 
 
-@dataclass
-class CacheContext(Context):
-    """The SE's context plus the cache's parts (the resolver and checksum store of the
-    SE's context are not used: the cache serves no local tree)."""
+@dataclass(kw_only=True)
+class CacheContext(BaseContext):
+    """The SE's shared context plus the cache's parts (it serves no local tree)."""
 
     fetcher: Fetcher | None = None
     metrics: Metrics | None = None
 
 
-def _parts(req: Request) -> tuple[Fetcher, Metrics]:
+CacheRequest = Request[CacheContext]
+
+
+def _parts(req: CacheRequest) -> tuple[Fetcher, Metrics]:
     ctx = req.ctx
-    assert isinstance(ctx, CacheContext)
     assert ctx.fetcher is not None
     assert ctx.metrics is not None
     return ctx.fetcher, ctx.metrics
@@ -100,19 +100,19 @@ def _origin_errors(path: str) -> Any:
         raise HTTPError(502, f"{path}: the origin failed: {exc}") from None
 
 
-async def options(req: Request) -> None:
+async def options(req: CacheRequest) -> None:
     await req.respond(200, [("allow", ALLOW), ("accept-ranges", "bytes")])
 
 
-async def get(req: Request) -> None:
+async def get(req: CacheRequest) -> None:
     await _serve(req, with_body=True)
 
 
-async def head(req: Request) -> None:
+async def head(req: CacheRequest) -> None:
     await _serve(req, with_body=False)
 
 
-async def _serve(req: Request, *, with_body: bool) -> None:
+async def _serve(req: CacheRequest, *, with_body: bool) -> None:
     fetcher, metrics = _parts(req)
     if req.path == "/metrics":
         body = await req.ctx.run(metrics.scrape)
@@ -156,7 +156,7 @@ async def _serve(req: Request, *, with_body: bool) -> None:
 
 
 async def _send(
-    req: Request,
+    req: CacheRequest,
     fetcher: Fetcher,
     metrics: Metrics,
     info: FileInfo,
@@ -205,7 +205,7 @@ def _close_block(task: asyncio.Future[tuple[int, bool]]) -> None:
 
 
 async def _pump(
-    req: Request, fd: int, offset: int, length: int, gone: asyncio.Event, *, more: bool
+    req: CacheRequest, fd: int, offset: int, length: int, gone: asyncio.Event, *, more: bool
 ) -> None:
     """Send ``length`` bytes of a block file from ``offset``, one read ahead."""
     loop = asyncio.get_running_loop()
@@ -243,14 +243,11 @@ def create_cache_app(options: CacheOptions) -> SEApp:
         fsync=options.fsync,
     )
     metrics = Metrics(store)
-    resolver = Resolver(options.directory)
     catalogue = (
         LakeCatalogue(options.lake, token=options.lake_token) if options.lake is not None else None
     )
     ctx = CacheContext(
         config=options.config,
-        resolver=resolver,
-        store=ChecksumStore(resolver.state_dir()),
         authorizer=Authorizer(options.config),
         threads=32,
     )

@@ -32,6 +32,13 @@ bad values, naming the key and what to write instead.
     write_pin = 300.0           # seconds a file written through the tape emulation stays pinned
     sitename = "fedlake"        # the WLCG Tape REST API discovery document's sitename
     description = "..."
+
+    [s3]                        # serve an S3 bucket instead of a directory (docs/se.md#s3-backend)
+    url = "s3://s3.example.org:9000/bucket/prefix"   # the CLI's --s3 wins
+    access_key = "..."          # else FEDLAKE_S3_ACCESS_KEY / FEDLAKE_S3_SECRET_KEY
+    secret_key = "..."
+    region = "us-east-1"        # also: addressing_style, secure, verify, part_size,
+                                # max_concurrency, anonymous, connect_timeout, read_timeout
 """
 
 from __future__ import annotations
@@ -50,11 +57,14 @@ __all__ = [
     "ACTIONS",
     "ANONYMOUS",
     "ANY_AUTHENTICATED",
+    "S3_OPTIONS",
     "Area",
     "IssuerEntry",
     "Policy",
+    "S3Config",
     "SEConfig",
     "TapeConfig",
+    "check_s3_url",
     "load_config",
     "parse_config",
 ]
@@ -104,6 +114,31 @@ class TapeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class S3Config:
+    """The S3 backend: the bucket (and key prefix) served, and the S3 plugin's options
+    (``fedlake.storage.backends.s3.S3Storage``); ``url`` None: given by ``--s3``."""
+
+    url: str | None = None
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+#: the ``[s3]`` keys besides ``url``, with their types (the S3 plugin's options)
+S3_OPTIONS: dict[str, tuple[type, ...]] = {
+    "access_key": (str,),
+    "secret_key": (str,),
+    "region": (str,),
+    "addressing_style": (str,),
+    "secure": (bool,),
+    "verify": (bool, str),
+    "part_size": (int,),
+    "max_concurrency": (int,),
+    "anonymous": (bool,),
+    "connect_timeout": (int, float),
+    "read_timeout": (int, float),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class SEConfig:
     root: Path | None = None
     allow_anonymous: bool = False
@@ -113,6 +148,7 @@ class SEConfig:
     areas: tuple[Area, ...] = field(default=())
     tpc: TPCConfig = field(default_factory=TPCConfig)  # HTTP third-party copy (se.tpc)
     tape: TapeConfig | None = None  # tape mode when set
+    s3: S3Config | None = None  # an S3 bucket is served instead of root when set
 
 
 def _fail(where: str, msg: str) -> InvalidInput:
@@ -233,9 +269,40 @@ def _tape(raw: Any, where: str) -> TapeConfig:
     )
 
 
+def _s3(raw: Any, where: str) -> S3Config:
+    if not isinstance(raw, dict):
+        raise _fail(where, "must be a table")
+    _only(raw, {"url", *S3_OPTIONS}, where)
+    url = _typed(raw, "url", str, where, None)
+    if url is not None:
+        check_s3_url(url, where)
+    options: dict[str, Any] = {}
+    for key, kinds in S3_OPTIONS.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise _fail(where, f"{key} must be a {names}, not {value!r}")
+        options[key] = value
+    return S3Config(url, options)
+
+
+def check_s3_url(url: str, where: str) -> None:
+    """InvalidInput unless ``url`` is ``s3://HOST[:PORT]/BUCKET[/PREFIX]``."""
+    from fedlake.storage.backends.s3 import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise _fail(where, str(exc)) from None
+    if any(part in (".", "..") for part in url[len("s3://") :].split("/")[1:]):
+        raise _fail(where, f"{url!r}: the prefix may not hold '.' or '..' names")
+
+
 def parse_config(data: dict[str, Any]) -> SEConfig:
     """An SEConfig from the parsed TOML document; InvalidInput names what is wrong."""
-    _only(data, {"server", "issuers", "areas", "tape", "tpc"}, "top level")
+    _only(data, {"server", "issuers", "areas", "tape", "tpc", "s3"}, "top level")
     server = data.get("server", {})
     if not isinstance(server, dict):
         raise _fail("[server]", "must be a table")
@@ -262,6 +329,7 @@ def parse_config(data: dict[str, Any]) -> SEConfig:
         areas=parsed_areas,
         tpc=parse_tpc(data["tpc"]) if "tpc" in data else TPCConfig(),
         tape=_tape(data["tape"], "[tape]") if "tape" in data else None,
+        s3=_s3(data["s3"], "[s3]") if "s3" in data else None,
     )
 
 

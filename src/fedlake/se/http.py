@@ -12,7 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec
+
+from typing_extensions import TypeVar
 
 from fedlake.se.authz import ANONYMOUS_CALLER, Authorizer, Caller
 from fedlake.se.checksums import ChecksumStore
@@ -20,6 +22,7 @@ from fedlake.se.config import SEConfig
 from fedlake.se.paths import Resolved, Resolver
 
 __all__ = [
+    "BaseContext",
     "Context",
     "HTTPError",
     "Message",
@@ -47,16 +50,12 @@ class HTTPError(Exception):
         self.headers = list(headers)
 
 
-@dataclass
-class Context:
-    """What every request of one SE process shares."""
+@dataclass(kw_only=True)
+class BaseContext:
+    """What every request of one SE process shares, whatever it serves."""
 
     config: SEConfig
-    resolver: Resolver
-    store: ChecksumStore
     authorizer: Authorizer
-    put_md5: bool = False
-    fsync: bool = False
     threads: int = 16
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
@@ -75,8 +74,26 @@ class Context:
         return await loop.run_in_executor(self.pool, fn, *args)
 
 
-class Request:
-    """One HTTP request: decoded headers, the caller, and helpers to answer it."""
+@dataclass(kw_only=True)
+class Context(BaseContext):
+    """The context of an SE serving a local directory (``fedlake se serve --root``)."""
+
+    resolver: Resolver
+    store: ChecksumStore
+    put_md5: bool = False
+    fsync: bool = False
+
+
+#: the context a request's handlers see (a local directory unless said otherwise)
+C = TypeVar("C", bound=BaseContext, default=Context)
+
+
+class Request(Generic[C]):
+    """One HTTP request: decoded headers, the caller, and helpers to answer it.
+
+    ``Request`` alone is a request of an SE serving a local directory; other applications
+    (the cache, the S3 backend) name their context: ``Request[BaseContext]``.
+    """
 
     __slots__ = (
         "caller",
@@ -90,7 +107,7 @@ class Request:
         "started",
     )
 
-    def __init__(self, ctx: Context, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, ctx: C, scope: Scope, receive: Receive, send: Send) -> None:
         self.ctx = ctx
         self.scope = scope
         self.receive = receive
@@ -109,11 +126,14 @@ class Request:
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
 
-    def resolve(self, path: str | None = None) -> Resolved:
+    def resolve(self: Request[Context], path: str | None = None) -> Resolved:
         return self.ctx.resolver.resolve(self.path if path is None else path)
 
-    def authorize(self, operation: str, target: Resolved) -> None:
-        self.ctx.authorizer.check(self.caller, operation, target.url_path)
+    def authorize(self, operation: str, target: Resolved | str) -> None:
+        """Refuse (``se.authz``) unless the caller may ``operation`` on ``target`` (a
+        resolved path, or a clean URL path)."""
+        path = target if isinstance(target, str) else target.url_path
+        self.ctx.authorizer.check(self.caller, operation, path)
 
     def has_body(self) -> bool:
         length = self.headers.get("content-length")

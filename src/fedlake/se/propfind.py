@@ -17,7 +17,16 @@ from urllib.parse import quote
 
 from fedlake.se.paths import STATE_DIR
 
-__all__ = ["etag", "href", "http_date", "listing", "multistatus"]
+__all__ = [
+    "entry_xml",
+    "etag",
+    "href",
+    "http_date",
+    "listing",
+    "listing_page",
+    "multistatus",
+    "multistatus_body",
+]
 
 _HEAD = b'<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">\n'
 _TAIL = b"</D:multistatus>\n"
@@ -48,22 +57,47 @@ def href(url_path: str, is_dir: bool) -> str:
 
 
 def _response(url_path: str, st: os.stat_result) -> str:
-    is_dir = stat.S_ISDIR(st.st_mode)
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(st.st_ctime, st.st_mtime)))
+    return entry_xml(
+        url_path,
+        stat.S_ISDIR(st.st_mode),
+        st.st_size,
+        st.st_mtime,
+        etag(st),
+        created=min(st.st_ctime, st.st_mtime),
+    )
+
+
+def entry_xml(
+    url_path: str,
+    is_dir: bool,
+    size: int,
+    mtime: float,
+    tag: str,
+    *,
+    created: float | None = None,
+) -> str:
+    """One ``<D:response>`` of a multistatus body: a file of ``size`` bytes or a
+    collection, modified at ``mtime`` (``created``: when made, default ``mtime``)."""
+    made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime if created is None else created))
     props = [
         "<D:resourcetype><D:collection/></D:resourcetype>" if is_dir else "<D:resourcetype/>",
-        f"<D:getlastmodified>{http_date(st.st_mtime)}</D:getlastmodified>",
-        f"<D:creationdate>{created}</D:creationdate>",
-        f"<D:getetag>{etag(st)}</D:getetag>",
+        f"<D:getlastmodified>{http_date(mtime)}</D:getlastmodified>",
+        f"<D:creationdate>{made}</D:creationdate>",
+        f"<D:getetag>{_escape(tag)}</D:getetag>",
     ]
     if not is_dir:
-        props.append(f"<D:getcontentlength>{st.st_size}</D:getcontentlength>")
+        props.append(f"<D:getcontentlength>{size}</D:getcontentlength>")
         props.append("<D:getcontenttype>application/octet-stream</D:getcontenttype>")
     return (
         f"<D:response><D:href>{href(url_path, is_dir)}</D:href><D:propstat><D:prop>"
         + "".join(props)
         + "</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>\n"
     )
+
+
+def multistatus_body(responses: list[str]) -> bytes:
+    """The whole body around ``responses`` (from :func:`entry_xml`)."""
+    return _HEAD + "".join(responses).encode("utf-8", "surrogateescape") + _TAIL
 
 
 def multistatus(url_path: str, fs_path: str, depth: int, inside: Callable[[str], bool]) -> bytes:
@@ -89,7 +123,7 @@ def multistatus(url_path: str, fs_path: str, depth: int, inside: Callable[[str],
                     continue
                 if stat.S_ISDIR(member.st_mode) or stat.S_ISREG(member.st_mode):
                     parts.append(_response(f"{base}/{entry.name}", member))
-    return _HEAD + "".join(parts).encode("utf-8", "surrogateescape") + _TAIL
+    return multistatus_body(parts)
 
 
 def listing(url_path: str, fs_path: str) -> bytes:
@@ -100,6 +134,12 @@ def listing(url_path: str, fs_path: str) -> bytes:
             if url_path == "/" and entry.name == STATE_DIR:
                 continue
             names.append(entry.name + ("/" if entry.is_dir() else ""))
+    return listing_page(url_path, names)
+
+
+def listing_page(url_path: str, names: list[str]) -> bytes:
+    """The HTML index of the collection ``url_path`` holding ``names`` (collections end
+    in ``/``)."""
     base = url_path.rstrip("/")
     items = "".join(
         f'<li><a href="{href(base + "/" + n, False)}">{_escape(n)}</a></li>' for n in sorted(names)

@@ -16,6 +16,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from fedlake.se.headers import (
     ByteRange,
@@ -105,7 +106,7 @@ async def _serve(req: Request, *, with_body: bool) -> None:
         os.close(fd)
 
 
-def _range_header(req: Request, headers: list[tuple[str, str]]) -> str | None:
+def _range_header(req: Request[Any], headers: list[tuple[str, str]]) -> str | None:
     """The ``Range`` to honour: none when ``If-Range`` names another version of the file
     (RFC 9110 §13.1.5: an entity tag compared strongly with ``ETag``, or a date equal to
     ``Last-Modified``); the client then gets the whole file, not pieces of a new one."""
@@ -124,7 +125,7 @@ def _range_header(req: Request, headers: list[tuple[str, str]]) -> str | None:
 
 
 def select_range(
-    req: Request, size: int, headers: list[tuple[str, str]], *, with_body: bool
+    req: Request[Any], size: int, headers: list[tuple[str, str]], *, with_body: bool
 ) -> tuple[int, int, int]:
     """(status, offset, length) of the answer to a GET/HEAD of ``size`` bytes: the one
     ``Range`` asked for (206; 416 when it lies past the end), else all of it (200: also
@@ -144,7 +145,7 @@ def select_range(
 
 
 def select_ranges(
-    req: Request, size: int, headers: list[tuple[str, str]], *, with_body: bool
+    req: Request[Any], size: int, headers: list[tuple[str, str]], *, with_body: bool
 ) -> tuple[int, list[Piece]]:
     """(status, body) of the answer to a GET/HEAD of ``size`` bytes: the ranges asked for
     (206, one range or ``multipart/byteranges`` as ``se.ranges.choose`` decides; 416 when

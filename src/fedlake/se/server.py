@@ -53,7 +53,7 @@ log = logging.getLogger("fedlake.se")
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    root: Path
+    root: Path | None  # None: the S3 bucket of ``config.s3`` is served
     config: SEConfig
     host: str = "127.0.0.1"
     port: int = 8443
@@ -75,6 +75,12 @@ class ServeOptions:
 
 class MetricsPortError(OSError):
     """The metrics port cannot be listened on (taken, or not allowed)."""
+
+
+def _served(options: ServeOptions) -> str:
+    if options.root is None and options.config.s3 is not None:
+        return str(options.config.s3.url)
+    return str(options.root)
 
 
 def _build_app(options: ServeOptions) -> Any:
@@ -284,7 +290,7 @@ def _serve_uvicorn(options: ServeOptions, metrics: _MetricsProcess | None) -> No
     for number in range(options.workers):
         start(number)
     print(
-        f"fedlake se: {options.workers} workers serving {options.root} on "
+        f"fedlake se: {options.workers} workers serving {_served(options)} on "
         f"{'https' if options.tls_cert else 'http'}://{options.host}:{options.port}",
         file=sys.stderr,
         flush=True,

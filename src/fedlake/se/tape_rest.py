@@ -80,7 +80,7 @@ def tape_app(root: str | os.PathLike[str], config: SEConfig, *, fsync: bool = Fa
         write_pin=options.write_pin,
     )
     app = create_app(namespace, dataclasses.replace(config, tape=None), fsync=fsync)
-    api = TapeREST(tape, StageStore(str(base / REQUESTS)), options, app.ctx.resolver)
+    api = TapeREST(tape, StageStore(str(base / REQUESTS)), options, Resolver(namespace))
     app.add_route(WELL_KNOWN, api)
     app.add_route(API, api)
     app.add_method("GET", api.get)

@@ -42,6 +42,7 @@ import ssl
 import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import urljoin, urlunsplit
 
 import httpx
@@ -51,7 +52,20 @@ from fedlake.se.http import HTTPError, Request
 from fedlake.se.tpc_config import TPCConfig, normalise_url
 from fedlake.se.write import BLOCK, AtomicFile, DigestMismatch, parent_dir
 
-__all__ = ["TransferFailed", "copy", "forwarded_headers", "perf_marker"]
+__all__ = [
+    "Progress",
+    "TransferFailed",
+    "copy",
+    "describe",
+    "forwarded_headers",
+    "http_client",
+    "one_line",
+    "perf_marker",
+    "refusal",
+    "remote_url",
+    "report",
+    "send",
+]
 
 log = logging.getLogger("fedlake.se")
 
@@ -97,11 +111,11 @@ def perf_marker(transferred: int, now: float | None = None) -> bytes:
     ).encode()
 
 
-def _one_line(text: str, limit: int = 500) -> str:
+def one_line(text: str, limit: int = 500) -> str:
     return " ".join(text.split())[:limit]
 
 
-def _remote_url(value: str | None, header: str, config: TPCConfig) -> str:
+def remote_url(value: str | None, header: str, config: TPCConfig) -> str:
     """The remote URL of ``Source``/``Destination`` as http(s), if it is allowed."""
     try:
         scheme, host, port, path = normalise_url(value or "")
@@ -125,7 +139,7 @@ def _ssl_context(ca_file: str | None, ca_dir: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file, capath=ca_dir)
 
 
-def _client(config: TPCConfig) -> httpx.AsyncClient:
+def http_client(config: TPCConfig) -> httpx.AsyncClient:
     verify: ssl.SSLContext | bool = False
     if config.verify_tls:
         verify = _ssl_context(config.ca_file, config.ca_dir)
@@ -137,7 +151,7 @@ def _client(config: TPCConfig) -> httpx.AsyncClient:
     )
 
 
-async def _send(
+async def send(
     client: httpx.AsyncClient,
     method: str,
     url: str,
@@ -152,7 +166,7 @@ async def _send(
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise TransferFailed(f"{method} {url} failed: {_describe(exc)}") from None
+            raise TransferFailed(f"{method} {url} failed: {describe(exc)}") from None
         location = response.headers.get("location")
         if response.status_code not in _REDIRECTS or not location:
             return response
@@ -170,22 +184,22 @@ async def _send(
     raise TransferFailed(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def describe(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.ConnectError):
-        return f"Couldn't connect to server ({_one_line(str(exc), 200)})"
+        return f"Couldn't connect to server ({one_line(str(exc), 200)})"
     if isinstance(exc, httpx.TimeoutException):
         return f"operation timed out ({type(exc).__name__})"
-    return _one_line(str(exc), 300) or type(exc).__name__
+    return one_line(str(exc), 300) or type(exc).__name__
 
 
-async def _refusal(response: httpx.Response, what: str) -> TransferFailed:
+async def refusal(response: httpx.Response, what: str) -> TransferFailed:
     try:
         text = (await response.aread())[:400].decode("utf-8", "replace")
     except httpx.HTTPError:
         text = ""
     finally:
         await response.aclose()
-    detail = f": {_one_line(text, 300)}" if text.strip() else ""
+    detail = f": {one_line(text, 300)}" if text.strip() else ""
     return TransferFailed(f"{what} failed with status code {response.status_code}{detail}")
 
 
@@ -222,11 +236,11 @@ class _Pull:
         headers = forwarded_headers(self.req.headers)
         headers.setdefault("want-digest", "adler32, md5;q=0.5")
         headers["accept-encoding"] = "identity"
-        async with _client(self.req.ctx.config.tpc) as client:
-            response = await _send(client, "GET", self.url, headers)
+        async with http_client(self.req.ctx.config.tpc) as client:
+            response = await send(client, "GET", self.url, headers)
             try:
                 if response.status_code != 200:
-                    raise await _refusal(response, f"GET {self.url}")
+                    raise await refusal(response, f"GET {self.url}")
                 await self._receive(response, progress)
             finally:
                 await response.aclose()
@@ -286,7 +300,7 @@ class _Pull:
                 await loop.run_in_executor(pool, out.sink.write, buffer)
         except httpx.HTTPError as exc:
             raise TransferFailed(
-                f"reading {self.url} failed after {progress.bytes} bytes: {_describe(exc)}; "
+                f"reading {self.url} failed after {progress.bytes} bytes: {describe(exc)}; "
                 "nothing was stored"
             ) from None
         finally:
@@ -340,11 +354,11 @@ class _Push:
                     yield data
                     progress.bytes = offset
 
-            async with _client(self.req.ctx.config.tpc) as client:
-                response = await _send(client, "PUT", self.url, self._headers(), body)
+            async with http_client(self.req.ctx.config.tpc) as client:
+                response = await send(client, "PUT", self.url, self._headers(), body)
                 try:
                     if response.status_code not in (200, 201, 204):
-                        raise await _refusal(response, f"PUT {self.url}")
+                        raise await refusal(response, f"PUT {self.url}")
                 finally:
                     await response.aclose()
         finally:
@@ -354,14 +368,14 @@ class _Push:
 # --- the handler -----------------------------------------------------------------------
 
 
-async def _until_disconnect(req: Request) -> None:
+async def _until_disconnect(req: Request[Any]) -> None:
     while True:
         message = await req.receive()
         if message["type"] == "http.disconnect":
             return
 
 
-async def _report(req: Request, job: Callable[[Progress], Awaitable[None]]) -> None:
+async def report(req: Request[Any], job: Callable[[Progress], Awaitable[None]]) -> None:
     """Run ``job``, answering 202 with performance markers and the final line."""
     progress = Progress()
     interval = req.ctx.config.tpc.marker_interval
@@ -383,9 +397,9 @@ async def _report(req: Request, job: Callable[[Progress], Awaitable[None]]) -> N
             task.result()
             final = "success: Created"
         except TransferFailed as exc:
-            final = f"failure: {_one_line(str(exc))}"
+            final = f"failure: {one_line(str(exc))}"
         except OSError as exc:
-            final = f"failure: {_one_line(str(exc))}"
+            final = f"failure: {one_line(str(exc))}"
         except Exception as exc:
             log.exception("COPY %s failed", req.path)
             final = f"failure: internal error ({type(exc).__name__}); see the SE log"
@@ -413,7 +427,7 @@ async def copy(req: Request) -> None:
     config = req.ctx.config.tpc
     job: _Pull | _Push
     if source is not None:
-        job = _Pull(req, _remote_url(source, "Source", config), overwrite)
+        job = _Pull(req, remote_url(source, "Source", config), overwrite)
     else:
-        job = _Push(req, _remote_url(destination, "Destination", config), overwrite)
-    await _report(req, job.run)
+        job = _Push(req, remote_url(destination, "Destination", config), overwrite)
+    await report(req, job.run)

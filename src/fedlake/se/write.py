@@ -31,6 +31,7 @@ import hashlib
 import os
 import secrets
 import stat
+from typing import Any
 
 from fedlake.se.headers import parse_content_md5, parse_destination, parse_digest, parse_overwrite
 from fedlake.se.http import HTTPError, Request
@@ -42,6 +43,7 @@ __all__ = [
     "AtomicFile",
     "DigestMismatch",
     "delete",
+    "expected_digests",
     "make_parents",
     "mkcol",
     "move",
@@ -81,7 +83,7 @@ class _Sink:
         return out
 
 
-def _expected_digests(req: Request) -> dict[str, str]:
+def expected_digests(req: Request[Any]) -> dict[str, str]:
     """What the request says the body's checksums are (BadHeader if malformed)."""
     expected: dict[str, str] = {}
     if (value := req.header("digest")) is not None:
@@ -235,7 +237,7 @@ async def put(req: Request) -> None:
     no_replace = (req.header("if-none-match") or "").strip() == "*"
     if no_replace and existing:
         raise HTTPError(412, f"{target.url_path} exists (If-None-Match: *)")
-    expected = _expected_digests(req)
+    expected = expected_digests(req)
     with AtomicFile(req, target, parent, md5=req.ctx.put_md5 or "md5" in expected) as out:
         if not await _receive_into(req, out.sink):
             return  # the client went away: nobody to answer, nothing kept

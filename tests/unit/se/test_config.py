@@ -73,3 +73,47 @@ def test_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[server\n")
     with pytest.raises(InvalidInput, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_the_s3_table() -> None:
+    config = parse_config(
+        {
+            "s3": {
+                "url": "s3://127.0.0.1:9000/lake/disk",
+                "access_key": "k",
+                "secret_key": "s",
+                "verify": "/etc/ca.pem",
+                "part_size": 16 * 1024 * 1024,
+                "read_timeout": 30,
+            }
+        }
+    )
+    assert config.s3 is not None and config.s3.url == "s3://127.0.0.1:9000/lake/disk"
+    assert config.s3.options == {
+        "access_key": "k",
+        "secret_key": "s",
+        "verify": "/etc/ca.pem",
+        "part_size": 16 * 1024 * 1024,
+        "read_timeout": 30,
+    }
+    assert parse_config({}).s3 is None
+    assert parse_config({"s3": {}}).s3 is not None  # the URL may come from --s3
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ({"bucket": "x"}, "unknown key"),
+        ({"url": "https://host/bucket"}, "not an s3:// URL"),
+        ({"url": "s3://host"}, "expected s3://HOST:PORT/BUCKET"),
+        ({"url": "s3://key:secret@host/bucket"}, "credentials go in options"),
+        ({"url": "s3://host/bucket/a/../b"}, "may not hold"),
+        ({"part_size": "8M"}, "part_size must be a int"),
+        ({"part_size": True}, "part_size must be a int"),
+        ({"secure": "yes"}, "secure must be a bool"),
+        ({"verify": 1}, "verify must be a bool or str"),
+    ],
+)
+def test_s3_table_refused(table: dict[str, Any], says: str) -> None:
+    with pytest.raises(InvalidInput, match=says):
+        parse_config({"s3": table})

@@ -64,7 +64,15 @@ from fedlake.storage.backends._s3_errors import error_code, map_error
 from fedlake.storage.base import StatResult, Storage, TransientStorageError
 from fedlake.storage.checksums import checksummer, file_digest, verify_digest
 
-__all__ = ["ENV_ACCESS_KEY", "ENV_SECRET_KEY", "S3Location", "S3Storage", "parse_url"]
+__all__ = [
+    "ENV_ACCESS_KEY",
+    "ENV_SECRET_KEY",
+    "S3Location",
+    "S3Storage",
+    "etag_md5",
+    "parse_url",
+    "stored_sums",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +132,7 @@ def etag_md5(head: _Head) -> str | None:
     return etag
 
 
-def _stored_sums(head: _Head) -> tuple[str | None, str | None]:
+def stored_sums(head: _Head) -> tuple[str | None, str | None]:
     """(adler32, md5) known without reading: user metadata, and the ETag for md5."""
     meta = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
     try:
@@ -338,7 +346,7 @@ class S3Storage(Storage):
         loc = self.locate(url)
         head = self._existing(loc)
         size, mtime = int(head["ContentLength"]), head["LastModified"].timestamp()
-        adler, md5 = _stored_sums(head)
+        adler, md5 = stored_sums(head)
         if checksums and adler is None:
             summer = checksummer(md5=md5 is None)
             for chunk in self._read(loc, 0, None):
@@ -350,7 +358,7 @@ class S3Storage(Storage):
     def checksum(self, url: str, algorithm: str) -> str:
         if algorithm not in ("adler32", "md5"):
             raise ValueError(f"unknown checksum algorithm {algorithm!r}; use adler32 or md5")
-        adler, md5 = _stored_sums(self._existing(self.locate(url)))
+        adler, md5 = stored_sums(self._existing(self.locate(url)))
         known = adler if algorithm == "adler32" else md5
         return known or super().checksum(url, algorithm)
 
