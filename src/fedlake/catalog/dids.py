@@ -242,16 +242,23 @@ def attach(
     *,
     ignore_duplicate: bool = False,
 ) -> int:
-    """Attach children to a collection; returns how many were newly attached."""
-    parent = get_did(session, scope, name)
+    """Attach children to a collection; returns how many were newly attached.
+
+    The collection's row is locked first (PostgreSQL), so attaches to one collection run
+    one after the other and its ``length`` is exact: a collection with no content needs
+    no look for children attached already."""
+    parent = session.get(DID, (scope, name), with_for_update=True)
+    if parent is None:
+        raise DIDNotFound(f"data identifier {scope}:{name} does not exist")
     if parent.did_type == DIDType.FILE:
         raise UnsupportedOperation(f"{scope}:{name} is a file; attach to a dataset or container")
     if not parent.is_open:
         raise UnsupportedOperation(f"{scope}:{name} is closed; reopen it before attaching")
     keys = list(dict.fromkeys(children))
     found: dict[Key, _Child] = {}
-    for batch in chunks(keys):  # Core rows, not ORM objects: 100k-file attaches stay fast
-        for s, n, t, b, a, m in session.execute(
+    conn = session.connection()  # Core rows, not ORM objects: 100k-file attaches stay fast
+    for batch in chunks(keys):
+        for s, n, t, b, a, m in conn.execute(
             select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
                 pairs_in(DID.scope, DID.name, batch)
             )
@@ -278,10 +285,10 @@ def attach(
                 f"attaching {loop[0]}:{loop[1]} to {scope}:{name} would create a cycle"
             )
     already: set[Key] = set()
-    for batch in chunks(keys):
+    for batch in chunks(keys) if parent.length else ():
         already.update(
             (cs, cn)
-            for cs, cn in session.execute(
+            for cs, cn in conn.execute(
                 select(DIDContent.child_scope, DIDContent.child_name).where(
                     DIDContent.scope == scope,
                     DIDContent.name == name,
