@@ -171,6 +171,25 @@ def test_restart_reuses_catalogue(live: LiveLake, tmp_path: Path) -> None:
         again.stop()
 
 
+def test_another_data_dir_is_named_for_other_shells(live: LiveLake) -> None:
+    """``fedlake up --data-dir D`` (not ~/.fedlake) says to export FEDLAKE_DATA_DIR; with
+    it alone (no URL, no password) another shell reaches the lake as root."""
+    said = "".join(live.log.read_text().split())  # rich wraps long lines
+    assert f"exportFEDLAKE_DATA_DIR={live.data_dir}" in said
+    assert "workswithnoconfiguration" not in said
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLAKE_")}
+    env.update(FEDLAKE_DATA_DIR=str(live.data_dir), COLUMNS="250")
+    done = subprocess.run(
+        [sys.executable, "-m", "fedlake.cli", "rse", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "LOCAL-DISK" in done.stdout
+
+
 def _registered(c: Client, names: list[str]) -> dict[str, dict[str, object]]:
     body = {"dids": [{"scope": "user.root", "name": n} for n in names], "plugin": "DID_COLUMN"}
     return {m["name"]: m for m in c._stream("POST", "/dids/bulkmeta", body=body)}

@@ -81,7 +81,14 @@ def up(
         f"  transfers      : a worker process, {settings.transfer_threads} at once "
         f"(log: {settings.data_dir / 'transfers.log'})"
     )
-    console.print("  other shells   : `fedlake ls user.root` works with no configuration")
+    default_dir = (Path.home() / ".fedlake").resolve()
+    if settings.data_dir.resolve() == default_dir:
+        console.print("  other shells   : `fedlake ls user.root` works with no configuration")
+    else:  # clients look for client.json in ~/.fedlake unless told otherwise
+        console.print(
+            f"  other shells   : export FEDLAKE_DATA_DIR={settings.data_dir}, then "
+            "`fedlake ls user.root`"
+        )
     console.print("Press Ctrl-C to stop.")
     daemons = DaemonGroup(embedded_daemons(lake))
     daemons.start()
