@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedlake.cli.output import console, emit
+from fedlake.cli.output import console, emit, table
 
 __all__ = ["register"]
 
@@ -38,20 +38,8 @@ def _say(text: str) -> None:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    """Ids and dates stay whole (people copy them); other cells fold."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in columns:
-        if col == "id":
-            table.add_column(col, no_wrap=True, min_width=32)
-        elif col == "at":
-            table.add_column(col, no_wrap=True)
-        else:
-            table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
-    console.print(table)
+    """Ids and dates stay whole (people copy them)."""
+    table(rows, columns, title=title, whole=("id", "at"))
 
 
 def _done(as_json: bool, value: Any, text: str) -> None:

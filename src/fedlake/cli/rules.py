@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedlake.cli.output import console, emit, err_console, interruptible
+from fedlake.cli.output import console, emit, err_console, interruptible, table
 
 __all__ = ["parse_duration", "register"]
 
@@ -71,18 +71,8 @@ def _say(text: str, *, error: bool = False) -> None:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None) -> None:
-    """A table whose rule ids are never cut (people copy them); other cells fold."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in columns:
-        if col in ("id", "rule_id"):
-            table.add_column(col, no_wrap=True, min_width=32)
-        else:
-            table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
-    console.print(table)
+    """A table whose rule ids are never cut (people copy them)."""
+    table(rows, columns, title=title, whole=("id", "rule_id"))
 
 
 def _locks(rule: dict[str, Any]) -> str:
