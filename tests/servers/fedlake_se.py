@@ -1,8 +1,9 @@
 """Our own storage element, ``fedlake se serve``, started as a real subprocess on loopback.
 
 :func:`running_se` starts one with any options (anonymous or with a TOML configuration,
-plain HTTP or TLS with the self-signed pair of ``tests.servers.xrdhttp.make_certificate``)
-and stops it afterwards; tests build module-scoped fixtures on it.
+plain HTTP or TLS with the self-signed pair of ``tests.servers.xrdhttp.make_certificate``,
+a directory or an S3 bucket of ``tests.servers.seaweedfs``) and stops it afterwards; tests
+build module-scoped fixtures on it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers import ServerProcess, free_port
+from tests.servers.seaweedfs import S3Server
 
 __all__ = ["SEServer", "running_se"]
 
@@ -26,6 +28,7 @@ class SEServer:
     tls: bool
     ca: Path | None  # the certificate to trust, with TLS
     process: ServerProcess
+    s3: tuple[S3Server, str] | None = None  # the S3 server and ``--s3`` URL, if one is served
 
     def url(self, path: str = "/", scheme: str | None = None) -> str:
         scheme = scheme or ("https" if self.tls else "http")
@@ -48,17 +51,26 @@ def running_se(
     port: int | None = None,
     server: str | None = None,
     metrics_port: int | None = None,
+    s3: tuple[S3Server, str] | None = None,
 ) -> Iterator[SEServer]:
     """One ``fedlake se serve`` process; ``config`` is the TOML text of ``--config``
     (``port``: where to listen, when the configuration must name it; default a free one;
     ``server``: ``--server``, else the default or ``FEDLAKE_SE_SERVER``; ``metrics_port``:
-    ``--metrics-port``)."""
+    ``--metrics-port``; ``s3``: an S3 server and the ``s3://host:port/bucket[/prefix]`` URL
+    to serve with ``--s3`` instead of ``--root``, its credentials in the environment)."""
     with tempfile.TemporaryDirectory(prefix="fedlake-se-") as tmp:
         base = Path(tmp)
         served = root or base / "root"
         served.mkdir(exist_ok=True)
         port = port or free_port()
-        argv = [sys.executable, "-m", "fedlake.cli", "se", "serve", "--root", str(served)]
+        argv = [sys.executable, "-m", "fedlake.cli", "se", "serve"]
+        env: dict[str, str] = {}
+        if s3 is None:
+            argv += ["--root", str(served)]
+        else:
+            argv += ["--s3", s3[1]]
+            env["FEDLAKE_S3_ACCESS_KEY"] = s3[0].access_key
+            env["FEDLAKE_S3_SECRET_KEY"] = s3[0].secret_key
         argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
         if anonymous:
             argv.append("--allow-anonymous")
@@ -71,9 +83,9 @@ def running_se(
             argv += ["--server", server]
         if metrics_port is not None:
             argv += ["--metrics-port", str(metrics_port)]
-        process = ServerProcess(argv, base / "se.log")
+        process = ServerProcess(argv, base / "se.log", env=env)
         try:
             process.wait_for_port(port, timeout=30)
-            yield SEServer(port, served, tls is not None, tls[0] if tls else None, process)
+            yield SEServer(port, served, tls is not None, tls[0] if tls else None, process, s3)
         finally:
             process.stop()

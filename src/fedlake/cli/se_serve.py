@@ -107,7 +107,7 @@ def serve(
         typer.Option(
             "--s3",
             help="serve this S3 bucket (and key prefix) instead of a directory: "
-            "s3://HOST:PORT/BUCKET[/PREFIX]; credentials from FEDLAKE_S3_ACCESS_KEY and "
+            "s3://HOST:PORT/BUCKET\\[/PREFIX]; credentials from FEDLAKE_S3_ACCESS_KEY and "
             "FEDLAKE_S3_SECRET_KEY or the s3 table of --config",
             show_default=False,
         ),

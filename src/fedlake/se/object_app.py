@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
@@ -49,7 +51,16 @@ from fedlake.se.write import expected_digests
 from fedlake.storage.backends.posix import is_temporary
 from fedlake.storage.base import TransientStorageError
 
-__all__ = ["BodyFeed", "ObjectRequest", "ObjectSE", "create_object_app", "storage_errors"]
+__all__ = [
+    "BodyFeed",
+    "ObjectRequest",
+    "ObjectSE",
+    "create_object_app",
+    "private",
+    "storage_errors",
+]
+
+log = logging.getLogger("fedlake.se")
 
 ObjectRequest = Request[BaseContext]
 ALLOW = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, MOVE, PROPFIND, COPY"
@@ -57,22 +68,37 @@ BLOCK = 8 * 1024 * 1024  # the body goes to the uploading thread in blocks of th
 Handler = Callable[["ObjectSE", ObjectRequest], Awaitable[None]]
 
 
+_S3_URL = re.compile(r"s3://\S*?(: |$)")
+
+
+def private(exc: BaseException) -> str:
+    """The error's text without the S3 URLs in it: clients are not told where the bytes
+    live (the SE's log has the whole text)."""
+    return _S3_URL.sub("", str(exc)).strip() or type(exc).__name__
+
+
 def storage_errors(handler: Handler) -> Handler:
     """Errors of the S3 server as HTTP answers: 502 (refused or failed), 504 (timeout);
-    a missing object stays a 404 (``se.app`` maps FileNotFoundError)."""
+    a missing object stays a 404 (``se.app`` maps FileNotFoundError). The S3 server's
+    address and bucket stay in the SE's log."""
 
     @functools.wraps(handler)
     async def wrapped(self: ObjectSE, req: ObjectRequest) -> None:
         try:
             await handler(self, req)
-        except (HTTPError, FileNotFoundError, ConnectionAbortedError, Forbidden, DepthInfinity):
+        except (HTTPError, ConnectionAbortedError, Forbidden, DepthInfinity):
             raise
-        except PermissionError as exc:
-            raise HTTPError(502, f"the S3 server refused the storage element: {exc}") from None
-        except TimeoutError as exc:
-            raise HTTPError(504, f"the S3 server did not answer in time: {exc}") from None
-        except (TransientStorageError, ConnectionError) as exc:
-            raise HTTPError(502, f"the S3 server failed: {exc}") from None
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(2, f"{req.path}: no such file or collection") from exc
+        except (PermissionError, TimeoutError, TransientStorageError, ConnectionError) as exc:
+            log.warning("%s %s: the S3 server: %s", req.method, req.path, exc)
+            if isinstance(exc, TimeoutError):
+                raise HTTPError(504, "the S3 server did not answer in time") from None
+            if isinstance(exc, PermissionError):
+                raise HTTPError(
+                    502, f"the S3 server refused the storage element: {private(exc)}"
+                ) from None
+            raise HTTPError(502, f"the S3 server failed: {private(exc)}") from None
 
     return wrapped
 
@@ -166,6 +192,13 @@ class ObjectSE:
 
     async def entry(self, req: ObjectRequest, path: str) -> Entry | None:
         return await req.ctx.run(self.store.entry, path)
+
+    async def no_file_above(self, req: ObjectRequest, path: str) -> None:
+        """HTTP 409 when a parent of ``path`` is a file (as in a directory: a name is a
+        file or a collection, never both)."""
+        above = await req.ctx.run(self.store.file_above, path)
+        if above is not None:
+            raise HTTPError(409, f"{above} is a file, not a collection: {path} cannot be made")
 
     async def existing(self, req: ObjectRequest, path: str) -> Entry:
         found = await self.entry(req, path)
@@ -263,6 +296,8 @@ class ObjectSE:
         found = await self.entry(req, path)
         if found is not None and found.is_dir:
             raise HTTPError(405, f"{path} is a collection; PUT writes files only")
+        if found is None:
+            await self.no_file_above(req, path)
         existing = found is not None
         req.authorize("modify" if existing else "create", path)
         no_replace = (req.header("if-none-match") or "").strip() == "*"
@@ -285,7 +320,11 @@ class ObjectSE:
         except ConnectionAbortedError:
             return  # the client went away: nobody to answer, nothing stored
         except ChecksumMismatch as exc:
-            raise HTTPError(400, f"Digest mismatch for {path}: {exc}; nothing was stored") from None
+            raise HTTPError(
+                400,
+                f"Digest mismatch for {path}: the {feed.size} bytes received have "
+                f"{private(exc)}; nothing was stored",
+            ) from None
         except FileExistsError:
             raise HTTPError(412, f"{path} exists (If-None-Match: *)") from None
         if not whole:
@@ -338,7 +377,11 @@ class ObjectSE:
                 f"{source_path} is a collection: collections cannot be moved on an S3 "
                 "backend (it would copy every object below it); move its files",
             )
+        if dest_path.startswith(source_path + "/"):
+            raise HTTPError(409, "a file cannot be moved below itself")
         dest = await self.entry(req, dest_path)
+        if dest is None:
+            await self.no_file_above(req, dest_path)
         replaced = dest is not None
         operation = "modify" if replaced else "create"
         req.authorize(operation, source_path)

@@ -179,6 +179,15 @@ class ObjectStore:
             raise map_error(exc, self._base + prefix, self.bucket) from exc
         return sorted(out, key=lambda e: e.path)
 
+    def file_above(self, path: str) -> str | None:
+        """The first parent of ``path`` (from the top) that is a file, if any."""
+        parts = path.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            above = "/" + "/".join(parts[:i])
+            if self._head(self.key(above)) is not None:
+                return above
+        return None
+
     def has_members(self, path: str) -> bool:
         """Whether the collection ``path`` holds anything besides its own marker."""
         prefix = self._dir_key(path)

@@ -24,7 +24,7 @@ from fedlake.domain.checksums import Digest
 from fedlake.domain.errors import ChecksumMismatch
 from fedlake.se.headers import BadHeader, parse_digest, parse_overwrite
 from fedlake.se.http import HTTPError
-from fedlake.se.object_app import BodyFeed, storage_errors
+from fedlake.se.object_app import BodyFeed, private, storage_errors
 from fedlake.se.tpc import (
     Progress,
     TransferFailed,
@@ -66,6 +66,8 @@ async def copy(se: ObjectSE, req: ObjectRequest) -> None:
         found = await se.entry(req, path)
         if found is not None and found.is_dir:
             raise HTTPError(405, f"{path} is a collection; COPY writes files")
+        if found is None:
+            await se.no_file_above(req, path)
         req.authorize("modify" if found is not None else "create", path)
         if found is not None and not overwrite:
             raise HTTPError(412, f"{path} exists (Overwrite: F)")
@@ -164,7 +166,8 @@ class _Pull:
             await upload
         except ChecksumMismatch as exc:
             raise TransferFailed(
-                f"the bytes received do not match the source: {exc}; nothing was stored"
+                f"checksum mismatch: the {progress.bytes} bytes received have {private(exc)} "
+                f"(the source's Digest); nothing was stored at {self.path}"
             ) from None
         except FileExistsError:
             raise TransferFailed(f"{self.path} was created meanwhile (Overwrite: F)") from None
