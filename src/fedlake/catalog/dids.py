@@ -234,6 +234,23 @@ class _Child:
     md5: str | None
 
 
+def _check_children(parent_type: str, keys: Sequence[Key], found: dict[Key, _Child]) -> None:
+    """Every child exists and may go into a collection of ``parent_type``."""
+    for key in keys:
+        child = found.get(key)
+        if child is None:
+            raise DIDNotFound(f"data identifier {key[0]}:{key[1]} does not exist")
+        if parent_type == DIDType.DATASET and child.did_type != DIDType.FILE:
+            raise UnsupportedOperation(
+                f"{key[0]}:{key[1]} is a {child.did_type.lower()}; datasets hold only files"
+            )
+        if parent_type == DIDType.CONTAINER and child.did_type == DIDType.FILE:
+            raise UnsupportedOperation(
+                f"{key[0]}:{key[1]} is a file; containers hold datasets and containers "
+                "(attach the file to a dataset)"
+            )
+
+
 def attach(
     session: Session,
     scope: str,
@@ -264,19 +281,7 @@ def attach(
             )
         ):
             found[(s, n)] = _Child(t, b, a, m)
-    for key in keys:
-        child = found.get(key)
-        if child is None:
-            raise DIDNotFound(f"data identifier {key[0]}:{key[1]} does not exist")
-        if parent.did_type == DIDType.DATASET and child.did_type != DIDType.FILE:
-            raise UnsupportedOperation(
-                f"{key[0]}:{key[1]} is a {child.did_type.lower()}; datasets hold only files"
-            )
-        if parent.did_type == DIDType.CONTAINER and child.did_type == DIDType.FILE:
-            raise UnsupportedOperation(
-                f"{key[0]}:{key[1]} is a file; containers hold datasets and containers "
-                "(attach the file to a dataset)"
-            )
+    _check_children(parent.did_type, keys, found)
     if parent.did_type == DIDType.CONTAINER:
         ancestors = _ancestors(session, (scope, name)) | {(scope, name)}
         loop = next((k for k in keys if k in ancestors), None)
