@@ -177,7 +177,10 @@ def account_add(
 
 
 def register(app: typer.Typer) -> None:
+    from fedlake.cli import account_limits
+
     rse_app.add_typer(protocol_app, name="protocol")
+    account_limits.register(account_app)
     app.add_typer(rse_app, name="rse")
     app.add_typer(scope_app, name="scope")
     app.add_typer(account_app, name="account")

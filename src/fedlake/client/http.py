@@ -238,6 +238,20 @@ class Client:
     def add_scope(self, account: str, scope: str) -> None:
         self.request("POST", f"/accounts/{account}/scopes/{scope}")
 
+    def set_limit(self, account: str, locality: str, target: str, nbytes: int) -> None:
+        """A byte limit of ``account`` on an RSE (``local``) or an RSE expression
+        (``global``); -1: unlimited."""
+        path = f"/accounts/{account}/limits/{locality}/{quote_plus(target)}"
+        self.request("POST", path, body={"bytes": nbytes})
+
+    def delete_limit(self, account: str, locality: str, target: str) -> None:
+        self.request("DELETE", f"/accounts/{account}/limits/{locality}/{quote_plus(target)}")
+
+    def usage(self, account: str, locality: str) -> list[dict[str, Any]]:
+        """Bytes and files of the account's locks with its limits, per RSE (``local``) or
+        per expression that has a limit (``global``)."""
+        return list(self._stream("GET", f"/accounts/{account}/usage/{locality}"))
+
     def list_rses(self, expression: str | None = None) -> list[dict[str, Any]]:
         params = {"expression": expression} if expression else None
         return list(self._stream("GET", "/rses/", params=params))
