@@ -12,7 +12,7 @@ import typer
 __all__ = ["register", "se_app"]
 
 se_app = typer.Typer(
-    help="storage element: serve a directory over HTTP/WebDAV with the lake's tokens",
+    help="storage element: serve a directory or S3 bucket over HTTP/WebDAV with the lake's tokens",
     no_args_is_help=True,
 )
 
