@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from fedlake.catalog import events, placement
 from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import DID, Lock, Replica, Rule, TransferRequest
-from fedlake.catalog.rules import stick_locks
+from fedlake.catalog.rules import last_transfer_error, stick_locks
 from fedlake.catalog.transfer_queue import queue_for_rules
 from fedlake.catalog.transfers import ACTIVE
 from fedlake.domain.errors import LakeError
@@ -181,7 +181,7 @@ def repair_rule(
 
 
 def _suspend(session: Session, rule: Rule, now: datetime, policy: RepairPolicy) -> str:
-    reason = _last_error(session, rule.id) or "copies could not be made"
+    reason = last_transfer_error(session, rule.id) or "copies could not be made"
     rule.state = _SUSP
     rule.error = f"suspended after {rule.repair_count} repair rounds: {reason}"[:255]
     rule.next_repair_at = now + timedelta(seconds=policy.suspended_retry)
@@ -193,28 +193,6 @@ def _suspend(session: Session, rule: Rule, now: datetime, policy: RepairPolicy) 
         {"rule_id": rule.id, "reason": rule.error, "retry_at": str(rule.next_repair_at)},
     )
     return "suspended"
-
-
-def _last_error(session: Session, rule_id: str) -> str | None:
-    stuck = select(Lock.scope, Lock.name, Lock.rse_id).where(
-        Lock.rule_id == rule_id, Lock.state == LockState.STUCK.value
-    )
-    row = session.execute(
-        select(TransferRequest.error)
-        .where(
-            TransferRequest.error.is_not(None),
-            exists(
-                stuck.where(
-                    Lock.scope == TransferRequest.scope,
-                    Lock.name == TransferRequest.name,
-                    Lock.rse_id == TransferRequest.dest_rse_id,
-                )
-            ),
-        )
-        .order_by(TransferRequest.id.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else str(row[0])
 
 
 def _repair_locks(

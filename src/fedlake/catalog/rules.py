@@ -66,6 +66,7 @@ __all__ = [
     "check_account_limits",
     "delete_rule",
     "get_rule",
+    "last_transfer_error",
     "list_rules",
     "locks_available",
     "release_replicas",
@@ -499,6 +500,29 @@ def _history(session: Session, rule: Rule) -> None:
 _KEEP_STATE = (RuleState.SUSPENDED.value, *(s.value for s in UNPLACED))
 
 
+def last_transfer_error(session: Session, rule_id: str) -> str | None:
+    """The newest error of a transfer for one of the rule's STUCK locks (why it is stuck)."""
+    row = session.execute(
+        select(TransferRequest.error)
+        .join(
+            Lock,
+            and_(
+                Lock.scope == TransferRequest.scope,
+                Lock.name == TransferRequest.name,
+                Lock.rse_id == TransferRequest.dest_rse_id,
+            ),
+        )
+        .where(
+            Lock.rule_id == rule_id,
+            Lock.state == LockState.STUCK.value,
+            TransferRequest.error.is_not(None),
+        )
+        .order_by(TransferRequest.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else str(row[0])
+
+
 def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> None:
     """Recompute counters and state of rules from their locks."""
     for rid in rule_ids:
@@ -530,6 +554,9 @@ def recount(session: Session, rule_ids: set[str], *, history: bool = True) -> No
             rule.error = None
         elif rule.state == RuleState.STUCK.value and old != rule.state:
             rule.stuck_at = rule.updated_at  # the repairer's next round (or back-off) decides
+            why = last_transfer_error(session, rid)
+            if why is not None:  # what a user asks first: why is it stuck?
+                rule.error = f"copies failed: {why}"[:255]
         if rule.notification != "NO":
             became_ok = rule.state == RuleState.OK.value != old
             rule_notify.notify(session, rule, ok_before, sum(counts.values()), became_ok)

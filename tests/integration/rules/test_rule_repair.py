@@ -102,6 +102,9 @@ def test_a_stuck_rule_recovers_when_its_rse_is_repaired(
     rule_id = add_rule(lake, root, names, "FLAKY")
     assert wait_state(lake, rule_id, {"STUCK"}) == "STUCK"
     check_counters(lake, rule_id)
+    # the rule says why (the newest transfer error of its stuck locks), as Rucio's does
+    error = rule_svc.get_rule(lake, _ADMIN, rule_id)["error"]
+    assert error.startswith("copies failed: ") and "NotADirectoryError" in error, error
     # the first round retries in place: still broken, so STUCK again
     assert repair_round(lake, FAST) == 1
     assert wait_state(lake, rule_id, {"STUCK"}) == "STUCK"
@@ -117,6 +120,7 @@ def test_a_stuck_rule_recovers_when_its_rse_is_repaired(
     with lake.db.read() as s:
         row = s.get(Rule, rule_id)
         assert row is not None and row.repair_count == 0 and row.next_repair_at is None
+        assert row.error is None  # OK again: nothing to explain
     assert "rule-repaired" in kinds(lake)
 
 
