@@ -2,15 +2,20 @@
 with that delay), with a concurrency limit of 300, the running concurrency stays >= 270
 for the whole run of 20,000 files.
 
-An in-process worker (300 threads) copies 1 KiB files from a POSIX RSE to the slow WebDAV
-RSE. A sampler reads how many copies run every 10 ms; the figure is the lowest sample
-between the first moment 270 run and the moment the queue holds fewer than 300 requests
-(start-up and the tail, where fewer than 300 are left, cannot be filled), and the median.
-The link is set to a fixed limit of 300 (optimizer off), as an operator pins a link.
+``--workers`` transfer worker processes (default 1; 2 is one per core here, as ``fedlake
+daemon transfers`` scales out; the link's limit holds across them) of 300 / N threads each
+copy 1 KiB files from a POSIX RSE to the slow WebDAV RSE. Each publishes how many copies
+it runs right now every 5 ms; a sampler adds them up every 10 ms. The figure is the lowest
+sample between the first moment 270 run and the moment the queue holds fewer than 300
+requests (start-up and the tail, where fewer than 300 are left, cannot be filled), and the
+median (when 270 is never reached: the peak, and the median and lowest sample from the
+first moment 90 % of the peak ran). The link is set to a fixed limit of 300 (optimizer
+off), as an operator pins a link.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -20,6 +25,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from _lake import free_port, parse_args, report
@@ -36,9 +42,36 @@ from fedlake.services.embedded import ensure_local_rses
 from fedlake.settings import Settings
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
 
+if TYPE_CHECKING:
+    import multiprocessing.synchronize
+    from multiprocessing.sharedctypes import SynchronizedArray
+
 GOAL = 270.0
 LIMIT = 300
 SCOPE = "bench"
+
+
+def run_worker(
+    settings: dict[str, object],
+    threads: int,
+    slot: int,
+    running: SynchronizedArray[int],
+    stop: multiprocessing.synchronize.Event,
+) -> None:
+    """One worker process: copies until ``stop``, publishing its running count."""
+    lake = build_lake(Settings(**settings))
+    worker = TransferWorker(
+        lake.db, WorkerConfig(threads=threads, batch=threads, lease=120, idle_poll=0.05, refresh=1)
+    )
+    worker.start()
+    try:
+        while not stop.is_set():
+            running[slot] = worker.running
+            time.sleep(0.005)
+    finally:
+        running[slot] = 0
+        worker.stop()
+        lake.close()
 
 
 def main() -> int:
@@ -46,6 +79,7 @@ def main() -> int:
         __doc__ or "",
         files=(int, 20_000, "how many files"),
         delay=(float, 0.05, "seconds each request to the endpoint takes"),
+        workers=(int, 1, "transfer worker processes sharing the link"),
     )
     if args.db != "sqlite":
         from _lake import create_pg_database
@@ -66,7 +100,12 @@ def main() -> int:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        lake = build_lake(Settings(data_dir=work, root_password="bench", database_url=database_url))
+        settings: dict[str, object] = {
+            "data_dir": work,
+            "root_password": "bench",
+            "database_url": database_url,
+        }
+        lake = build_lake(Settings(**settings))
         ensure_root(lake)
         ensure_local_rses(lake)
         root = Caller("root", admin=True)
@@ -114,15 +153,20 @@ def main() -> int:
         svc.set_link(
             lake, root, "LOCAL-DISK", "SLOW-DAV", {"max_active": LIMIT, "optimizer": False}
         )
-        worker = TransferWorker(
-            lake.db, WorkerConfig(threads=LIMIT, batch=LIMIT, lease=120, idle_poll=0.05, refresh=1)
-        )
+        mp = multiprocessing.get_context("spawn")  # each worker builds its own lake
+        running = mp.Array("i", args.workers)
+        stop_workers = mp.Event()
+        threads = -(-LIMIT // args.workers)  # together exactly the link's limit
+        procs = [
+            mp.Process(target=run_worker, args=(settings, threads, i, running, stop_workers))
+            for i in range(args.workers)
+        ]
         samples: list[tuple[float, int]] = []
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
-                samples.append((time.monotonic(), worker.running))
+                samples.append((time.monotonic(), sum(running[:])))
                 stop.wait(0.01)
 
         t0 = time.monotonic()
@@ -133,7 +177,8 @@ def main() -> int:
         )
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        worker.start()
+        for proc in procs:
+            proc.start()
         tail_start = None
         while True:
             with lake.db.read() as s:
@@ -146,7 +191,9 @@ def main() -> int:
             time.sleep(0.2)
         elapsed = time.monotonic() - t0
         stop.set()
-        worker.stop()
+        stop_workers.set()
+        for proc in procs:
+            proc.join(60)
         lake.close()
     finally:
         server.terminate()
@@ -160,12 +207,23 @@ def main() -> int:
         return 1
     start = next((t for t, n in samples if n >= GOAL), None)
     if start is None or tail_start is None:
-        print(f"concurrency never reached {GOAL:.0f}: peak {max(n for _, n in samples)}")
+        peak = max(n for _, n in samples)
+        # the steady part, from the first moment 90 % of the peak ran to the tail
+        begin = next(t for t, n in samples if n >= 0.9 * peak)
+        steady = [n for t, n in samples if begin <= t <= (tail_start or begin)] or [peak]
+        print(
+            f"running concurrency on a {args.delay * 1000:.0f} ms link, limit {LIMIT}, "
+            f"{args.files} files, {args.workers} worker process(es): never reached "
+            f"{GOAL:.0f} (goal >= {GOAL:.0f} for the whole run) [{args.db}]: peak {peak}, "
+            f"median {statistics.median(steady):.0f} and lowest {min(steady)} in the steady "
+            f"part; {args.files / elapsed:.0f} files/s overall MISSED"
+        )
         return 1
     steady = [n for t, n in samples if start <= t <= tail_start]
     ok = report(
         f"running concurrency on a {args.delay * 1000:.0f} ms link, limit {LIMIT}, "
-        f"{args.files} files (lowest sample in the steady part)",
+        f"{args.files} files, {args.workers} worker process(es) (lowest sample in the "
+        "steady part)",
         float(min(steady)),
         "transfers",
         GOAL,
