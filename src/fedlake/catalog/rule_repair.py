@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from fedlake.catalog import events, placement
 from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import DID, Lock, Replica, Rule, TransferRequest
-from fedlake.catalog.rules import last_transfer_error, stick_locks
+from fedlake.catalog.rules import last_transfer_error, lock_of_request, stick_locks
 from fedlake.catalog.transfer_queue import queue_for_rules
 from fedlake.catalog.transfers import ACTIVE
 from fedlake.domain.errors import LakeError
@@ -299,14 +299,7 @@ def _check_replicating(session: Session, rule: Rule, now: datetime, policy: Repa
                 TransferRequest.scope,
                 TransferRequest.name,
             )
-            .join(
-                Lock,
-                and_(
-                    Lock.scope == TransferRequest.scope,
-                    Lock.name == TransferRequest.name,
-                    Lock.rse_id == TransferRequest.dest_rse_id,
-                ),
-            )
+            .join(Lock, lock_of_request())
             .where(
                 replicating,
                 TransferRequest.state.in_(ACTIVE),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fedlake.catalog import events, placement, rule_notify
@@ -68,6 +68,7 @@ __all__ = [
     "get_rule",
     "last_transfer_error",
     "list_rules",
+    "lock_of_request",
     "locks_available",
     "release_replicas",
     "retire_parents",
@@ -500,18 +501,20 @@ def _history(session: Session, rule: Rule) -> None:
 _KEEP_STATE = (RuleState.SUSPENDED.value, *(s.value for s in UNPLACED))
 
 
+def lock_of_request() -> ColumnElement[bool]:
+    """Joins a transfer request with the locks of its file on its destination."""
+    return and_(
+        Lock.scope == TransferRequest.scope,
+        Lock.name == TransferRequest.name,
+        Lock.rse_id == TransferRequest.dest_rse_id,
+    )
+
+
 def last_transfer_error(session: Session, rule_id: str) -> str | None:
     """The newest error of a transfer for one of the rule's STUCK locks (why it is stuck)."""
     row = session.execute(
         select(TransferRequest.error)
-        .join(
-            Lock,
-            and_(
-                Lock.scope == TransferRequest.scope,
-                Lock.name == TransferRequest.name,
-                Lock.rse_id == TransferRequest.dest_rse_id,
-            ),
-        )
+        .join(Lock, lock_of_request())
         .where(
             Lock.rule_id == rule_id,
             Lock.state == LockState.STUCK.value,

@@ -31,6 +31,7 @@ from fedlake.se.tpc import (
     describe,
     forwarded_headers,
     http_client,
+    pull,
     refusal,
     remote_url,
     report,
@@ -99,17 +100,7 @@ class _Pull:
         self.require_checksum = require_checksum
 
     async def run(self, progress: Progress) -> None:
-        headers = forwarded_headers(self.req.headers)
-        headers.setdefault("want-digest", "adler32, md5;q=0.5")
-        headers["accept-encoding"] = "identity"
-        async with http_client(self.req.ctx.config.tpc) as client:
-            response = await send(client, "GET", self.url, headers)
-            try:
-                if response.status_code != 200:
-                    raise await refusal(response, f"GET {self.url}")
-                await self._receive(response, progress)
-            finally:
-                await response.aclose()
+        await pull(self.req, self.url, progress, self._receive)
 
     def _expected(self, response: httpx.Response) -> Digest | None:
         offered: dict[str, str] = {}

@@ -61,6 +61,7 @@ __all__ = [
     "http_client",
     "one_line",
     "perf_marker",
+    "pull",
     "refusal",
     "remote_url",
     "report",
@@ -213,6 +214,27 @@ class Progress:
 # --- pull ------------------------------------------------------------------------------
 
 
+async def pull(
+    req: Request[Any],
+    url: str,
+    progress: Progress,
+    receive: Callable[[httpx.Response, Progress], Awaitable[None]],
+) -> None:
+    """GET the source at ``url`` (its checksum asked for, the request's ``TransferHeader*``
+    forwarded) and hand the streamed answer to ``receive``; a refusal is TransferFailed."""
+    headers = forwarded_headers(req.headers)
+    headers.setdefault("want-digest", "adler32, md5;q=0.5")
+    headers["accept-encoding"] = "identity"
+    async with http_client(req.ctx.config.tpc) as client:
+        response = await send(client, "GET", url, headers)
+        try:
+            if response.status_code != 200:
+                raise await refusal(response, f"GET {url}")
+            await receive(response, progress)
+        finally:
+            await response.aclose()
+
+
 class _Pull:
     def __init__(self, req: Request, url: str, overwrite: bool) -> None:
         self.req = req
@@ -233,17 +255,7 @@ class _Pull:
         ).strip().lower() == "true"
 
     async def run(self, progress: Progress) -> None:
-        headers = forwarded_headers(self.req.headers)
-        headers.setdefault("want-digest", "adler32, md5;q=0.5")
-        headers["accept-encoding"] = "identity"
-        async with http_client(self.req.ctx.config.tpc) as client:
-            response = await send(client, "GET", self.url, headers)
-            try:
-                if response.status_code != 200:
-                    raise await refusal(response, f"GET {self.url}")
-                await self._receive(response, progress)
-            finally:
-                await response.aclose()
+        await pull(self.req, self.url, progress, self._receive)
 
     async def _receive(self, response: httpx.Response, progress: Progress) -> None:
         offered: dict[str, str] = {}
