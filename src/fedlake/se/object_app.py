@@ -193,6 +193,20 @@ class ObjectSE:
     async def entry(self, req: ObjectRequest, path: str) -> Entry | None:
         return await req.ctx.run(self.store.entry, path)
 
+    async def file_target(self, req: ObjectRequest, path: str, method: str) -> Entry | None:
+        """The file ``path`` that ``method`` writes (None: a new one), after the checks
+        every write makes: a file name, not a collection nor below a file, and the
+        caller may create it (``modify`` when it exists)."""
+        if path == "/" or req.path.endswith("/"):
+            raise HTTPError(405, f"{method} needs a file name, not a collection")
+        found = await self.entry(req, path)
+        if found is not None and found.is_dir:
+            raise HTTPError(405, f"{path} is a collection; {method} writes files only")
+        if found is None:
+            await self.no_file_above(req, path)
+        req.authorize("modify" if found is not None else "create", path)
+        return found
+
     async def no_file_above(self, req: ObjectRequest, path: str) -> None:
         """HTTP 409 when a parent of ``path`` is a file (as in a directory: a name is a
         file or a collection, never both)."""
@@ -291,15 +305,7 @@ class ObjectSE:
     @storage_errors
     async def put(self, req: ObjectRequest) -> None:
         path = self.path(req)
-        if path == "/" or req.path.endswith("/"):
-            raise HTTPError(405, "PUT needs a file name, not a collection")
-        found = await self.entry(req, path)
-        if found is not None and found.is_dir:
-            raise HTTPError(405, f"{path} is a collection; PUT writes files only")
-        if found is None:
-            await self.no_file_above(req, path)
-        existing = found is not None
-        req.authorize("modify" if existing else "create", path)
+        existing = await self.file_target(req, path, "PUT") is not None
         no_replace = (req.header("if-none-match") or "").strip() == "*"
         if no_replace and existing:
             raise HTTPError(412, f"{path} exists (If-None-Match: *)")

@@ -22,12 +22,13 @@ import httpx
 
 from fedlake.domain.checksums import Digest
 from fedlake.domain.errors import ChecksumMismatch
-from fedlake.se.headers import BadHeader, parse_digest, parse_overwrite
+from fedlake.se.headers import BadHeader, parse_digest
 from fedlake.se.http import HTTPError
 from fedlake.se.object_app import BodyFeed, private, storage_errors
 from fedlake.se.tpc import (
     Progress,
     TransferFailed,
+    copy_headers,
     describe,
     forwarded_headers,
     http_client,
@@ -50,26 +51,12 @@ BLOCK = 8 * 1024 * 1024
 @storage_errors
 async def copy(se: ObjectSE, req: ObjectRequest) -> None:
     """``COPY`` with ``Source`` (pull into this path) or ``Destination`` (push it)."""
-    source, destination = req.header("source"), req.header("destination")
-    if (source is None) == (destination is None):
-        raise HTTPError(
-            400,
-            "COPY needs either a Source header (pull into this path) or a Destination "
-            "header (push this file), not both and not neither",
-        )
-    overwrite = parse_overwrite(req.header("overwrite"))
+    source, destination, overwrite = copy_headers(req)
     config = req.ctx.config.tpc
     path = se.path(req)
     if source is not None:
         url = remote_url(source, "Source", config)
-        if path == "/" or req.path.endswith("/"):
-            raise HTTPError(405, "COPY with Source needs a file name, not a collection")
-        found = await se.entry(req, path)
-        if found is not None and found.is_dir:
-            raise HTTPError(405, f"{path} is a collection; COPY writes files")
-        if found is None:
-            await se.no_file_above(req, path)
-        req.authorize("modify" if found is not None else "create", path)
+        found = await se.file_target(req, path, "COPY with Source")
         if found is not None and not overwrite:
             raise HTTPError(412, f"{path} exists (Overwrite: F)")
         required = (req.header("requirechecksumverification") or "").strip().lower() == "true"

@@ -56,6 +56,7 @@ __all__ = [
     "Progress",
     "TransferFailed",
     "copy",
+    "copy_headers",
     "describe",
     "forwarded_headers",
     "http_client",
@@ -426,8 +427,8 @@ async def report(req: Request[Any], job: Callable[[Progress], Awaitable[None]]) 
                     await t
 
 
-async def copy(req: Request) -> None:
-    """``COPY`` with ``Source`` (pull) or ``Destination`` (push)."""
+def copy_headers(req: Request[Any]) -> tuple[str | None, str | None, bool]:
+    """``Source``, ``Destination`` (exactly one of them) and ``Overwrite`` of a COPY."""
     source, destination = req.header("source"), req.header("destination")
     if (source is None) == (destination is None):
         raise HTTPError(
@@ -435,7 +436,12 @@ async def copy(req: Request) -> None:
             "COPY needs either a Source header (pull into this path) or a Destination "
             "header (push this file), not both and not neither",
         )
-    overwrite = parse_overwrite(req.header("overwrite"))
+    return source, destination, parse_overwrite(req.header("overwrite"))
+
+
+async def copy(req: Request) -> None:
+    """``COPY`` with ``Source`` (pull) or ``Destination`` (push)."""
+    source, destination, overwrite = copy_headers(req)
     config = req.ctx.config.tpc
     job: _Pull | _Push
     if source is not None:
