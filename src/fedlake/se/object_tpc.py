@@ -31,12 +31,10 @@ from fedlake.se.tpc import (
     copy_headers,
     describe,
     forwarded_headers,
-    http_client,
     pull,
-    refusal,
+    push,
     remote_url,
     report,
-    send,
 )
 
 if TYPE_CHECKING:
@@ -189,10 +187,4 @@ class _Push:
                     f"{entry.size} bytes)"
                 )
 
-        async with http_client(self.req.ctx.config.tpc) as client:
-            response = await send(client, "PUT", self.url, self._headers(), body)
-            try:
-                if response.status_code not in (200, 201, 204):
-                    raise await refusal(response, f"PUT {self.url}")
-            finally:
-                await response.aclose()
+        await push(self.req, self.url, self._headers(), body)

@@ -63,6 +63,7 @@ __all__ = [
     "one_line",
     "perf_marker",
     "pull",
+    "push",
     "refusal",
     "remote_url",
     "report",
@@ -325,6 +326,22 @@ class _Pull:
 # --- push ------------------------------------------------------------------------------
 
 
+async def push(
+    req: Request[Any],
+    url: str,
+    headers: dict[str, str],
+    body: Callable[[], AsyncIterator[bytes]],
+) -> None:
+    """PUT ``body`` (called again after a redirect) to ``url``; a refusal is TransferFailed."""
+    async with http_client(req.ctx.config.tpc) as client:
+        response = await send(client, "PUT", url, headers, body)
+        try:
+            if response.status_code not in (200, 201, 204):
+                raise await refusal(response, f"PUT {url}")
+        finally:
+            await response.aclose()
+
+
 class _Push:
     def __init__(self, req: Request, url: str, overwrite: bool) -> None:
         self.req = req
@@ -367,13 +384,7 @@ class _Push:
                     yield data
                     progress.bytes = offset
 
-            async with http_client(self.req.ctx.config.tpc) as client:
-                response = await send(client, "PUT", self.url, self._headers(), body)
-                try:
-                    if response.status_code not in (200, 201, 204):
-                        raise await refusal(response, f"PUT {self.url}")
-                finally:
-                    await response.aclose()
+            await push(self.req, self.url, self._headers(), body)
         finally:
             os.close(fd)
 
