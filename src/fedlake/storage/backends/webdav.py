@@ -160,6 +160,8 @@ class WebDAVStorage(Storage):
             return self._ssl
 
     def _make_ssl(self) -> ssl.SSLContext | bool:
+        if self.verify is True:  # httpx's default context, made once (not once per thread)
+            return httpx.create_ssl_context()
         if isinstance(self.verify, bool):
             return self.verify
         if os.path.isdir(self.verify):
