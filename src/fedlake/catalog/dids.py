@@ -226,15 +226,32 @@ def _ancestors(session: Session, key: Key) -> set[Key]:
     return {k for level in levels(session, [key], up=True) for k in level} - {key}
 
 
-@dataclass(slots=True)
-class _Child:
+@dataclass(frozen=True, slots=True)
+class DIDFacts:
+    """What bulk operations need to know of a DID: its type, size and checksums."""
+
     did_type: str
     bytes: int | None
     adler32: str | None
     md5: str | None
 
 
-def _check_children(parent_type: str, keys: Sequence[Key], found: dict[Key, _Child]) -> None:
+def did_facts(session: Session, keys: Sequence[Key]) -> dict[Key, DIDFacts]:
+    """The facts of those of ``keys`` that exist, in bulk (Core rows, not ORM objects:
+    100,000-file calls stay fast); in the order the database returns them."""
+    out: dict[Key, DIDFacts] = {}
+    conn = session.connection()
+    for batch in chunks(keys):
+        for s, n, t, b, a, m in conn.execute(
+            select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
+                pairs_in(DID.scope, DID.name, batch)
+            )
+        ):
+            out[(s, n)] = DIDFacts(t, b, a, m)
+    return out
+
+
+def _check_children(parent_type: str, keys: Sequence[Key], found: dict[Key, DIDFacts]) -> None:
     """Every child exists and may go into a collection of ``parent_type``."""
     for key in keys:
         child = found.get(key)
@@ -272,15 +289,7 @@ def attach(
     if not parent.is_open:
         raise UnsupportedOperation(f"{scope}:{name} is closed; reopen it before attaching")
     keys = list(dict.fromkeys(children))
-    found: dict[Key, _Child] = {}
-    conn = session.connection()  # Core rows, not ORM objects: 100k-file attaches stay fast
-    for batch in chunks(keys):
-        for s, n, t, b, a, m in conn.execute(
-            select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
-                pairs_in(DID.scope, DID.name, batch)
-            )
-        ):
-            found[(s, n)] = _Child(t, b, a, m)
+    found = did_facts(session, keys)
     _check_children(parent.did_type, keys, found)
     if parent.did_type == DIDType.CONTAINER:
         ancestors = _ancestors(session, (scope, name)) | {(scope, name)}
@@ -293,7 +302,7 @@ def attach(
     for batch in chunks(keys) if parent.length else ():
         already.update(
             (cs, cn)
-            for cs, cn in conn.execute(
+            for cs, cn in session.connection().execute(
                 select(DIDContent.child_scope, DIDContent.child_name).where(
                     DIDContent.scope == scope,
                     DIDContent.name == name,
@@ -500,18 +509,12 @@ def file_rows_of(session: Session, keys: Sequence[Key]) -> list[FileRow]:
     out: list[FileRow] = []
     seen: set[Key] = set()
     collections: list[Key] = []
-    for batch in chunks(list(dict.fromkeys(keys))):
-        for sc, nm, kind, b, a, m in session.execute(
-            select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
-                pairs_in(DID.scope, DID.name, batch)
-            )
-        ):
-            if kind == DIDType.FILE.value:
-                if (sc, nm) not in seen:
-                    seen.add((sc, nm))
-                    out.append(FileRow(sc, nm, b, a, m))
-            else:
-                collections.append((sc, nm))
+    for (sc, nm), facts in did_facts(session, list(dict.fromkeys(keys))).items():
+        if facts.did_type == DIDType.FILE.value:
+            seen.add((sc, nm))
+            out.append(FileRow(sc, nm, facts.bytes, facts.adler32, facts.md5))
+        else:
+            collections.append((sc, nm))
     if collections:
         datasets, _ = _collections_below(session, collections)
         for ds in datasets:

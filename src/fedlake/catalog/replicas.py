@@ -11,7 +11,13 @@ from sqlalchemy.orm import Session
 
 from fedlake.catalog import new_dids
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
-from fedlake.catalog.dids import check_new_names, datasets_below, existing_dids, get_did
+from fedlake.catalog.dids import (
+    check_new_names,
+    datasets_below,
+    did_facts,
+    existing_dids,
+    get_did,
+)
 from fedlake.catalog.meta import typed
 from fedlake.catalog.models import DID, RSE, DIDContent, DIDMeta, Lock, Replica
 from fedlake.catalog.rses import RSEInfo
@@ -100,19 +106,12 @@ def add_replicas(session: Session, rse: RSEInfo, files: Sequence[FileReplica], a
             raise InvalidInput(
                 f"{rse.rse} is non-deterministic: give the pfn of {f.scope}:{f.name}"
             )
-    existing: dict[Key, tuple[str, int | None, str | None, str | None]] = {}
-    for batch in chunks(keys):
-        for s, n, t, b, a, m in session.execute(
-            select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
-                pairs_in(DID.scope, DID.name, batch)
-            )
-        ):
-            existing[(s, n)] = (t, b, a, m)
+    existing = did_facts(session, keys)
     for f in files:
         ex = existing.get((f.scope, f.name))
         if ex is None:
             continue
-        t, b, a, m = ex
+        t, b, a, m = ex.did_type, ex.bytes, ex.adler32, ex.md5
         if t != DIDType.FILE:
             raise UnsupportedOperation(f"{f.scope}:{f.name} is a {t.lower()}, not a file")
         if b != f.bytes or (a and f.adler32 and a != f.adler32) or (m and f.md5 and m != f.md5):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from fedlake.catalog import events
 from fedlake.catalog._util import chunks, insert_json_returning, pairs_in
+from fedlake.catalog.dids import did_facts
 from fedlake.catalog.models import DID, Lock, Replica, TransferRequest
 from fedlake.catalog.transfers import ACTIVE
 from fedlake.domain.errors import InvalidInput
@@ -65,21 +66,14 @@ def queue_requests(session: Session, items: Sequence[NewRequest]) -> list[int]:
     if not items:
         return []
     keys = sorted({(i.scope, i.name) for i in items})
-    found: dict[tuple[str, str], tuple[str, int | None, str | None, str | None]] = {}
-    for batch in chunks(keys):
-        for s, n, t, b, a, m in session.execute(
-            select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
-                pairs_in(DID.scope, DID.name, batch)
-            )
-        ):
-            found[(s, n)] = (t, b, a, m)
+    found = did_facts(session, keys)
     for i in items:
         got = found.get((i.scope, i.name))
         if got is None:
             raise InvalidInput(f"{i.scope}:{i.name} does not exist; register it first")
-        if got[0] != DIDType.FILE.value:
-            raise InvalidInput(f"{i.scope}:{i.name} is a {got[0]}; transfers copy files")
-        if got[1] is None:
+        if got.did_type != DIDType.FILE.value:
+            raise InvalidInput(f"{i.scope}:{i.name} is a {got.did_type}; transfers copy files")
+        if got.bytes is None:
             raise InvalidInput(f"{i.scope}:{i.name} has no size; it cannot be transferred")
     now = utcnow()
     rows = [
@@ -92,9 +86,9 @@ def queue_requests(session: Session, items: Sequence[NewRequest]) -> list[int]:
             "activity": i.activity,
             "priority": i.priority,
             "state": _Q,
-            "bytes": found[(i.scope, i.name)][1],
-            "adler32": found[(i.scope, i.name)][2],
-            "md5": found[(i.scope, i.name)][3],
+            "bytes": found[(i.scope, i.name)].bytes,
+            "adler32": found[(i.scope, i.name)].adler32,
+            "md5": found[(i.scope, i.name)].md5,
             "source_rse_expression": i.source_rse_expression,
             "verify_source": i.verify_source,
             "attempt": 0,

@@ -17,7 +17,6 @@ import random
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import pytest
 
 from fedlake.storage.backends.webdav import WebDAVStorage
 from tests.integration.se.test_s3_backend import Bucket, b64md5
-from tests.integration.se.test_tpc import DATA, Source, adler, copy, markers
+from tests.integration.se.test_tpc import DATA, Source, adler, copy, markers, running_source
 from tests.issuer_app import WLCG_ANY, TestIssuer, run_issuer
 from tests.servers import ServerProcess, free_port, require_program
 from tests.servers.fedlake_se import SEServer, running_se
@@ -80,12 +79,8 @@ def se_posix(tls: tuple[Path, Path]) -> Iterator[SEServer]:
 
 @pytest.fixture(scope="module")
 def source() -> Iterator[Source]:
-    server = Source()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_source() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

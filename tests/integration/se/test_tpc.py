@@ -8,6 +8,7 @@ off, lies about its checksum and records what it was sent.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import threading
@@ -97,14 +98,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._head(201, 0)
 
 
-@pytest.fixture(scope="module")
-def source() -> Iterator[Source]:
+@contextlib.contextmanager
+def running_source() -> Iterator[Source]:
+    """The scripted source server, serving from a thread until the block ends."""
     server = Source()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def source() -> Iterator[Source]:
+    with running_source() as server:
+        yield server
 
 
 # --- the SEs ----------------------------------------------------------------------------
