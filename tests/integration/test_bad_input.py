@@ -266,6 +266,38 @@ def test_attach_cycles_and_wrong_types(api: TestClient, lake: Lake) -> None:
     assert api.get(f"/dids/{SCOPE}/ds1").json()["length"] == 1
 
 
+def test_attach_into_empty_collections_writes_nothing_on_a_bad_child(
+    api: TestClient, lake: Lake
+) -> None:
+    """A collection with no content takes a set-based path on PostgreSQL (children copied
+    from ``dids`` in the database); one bad child among many still writes nothing and is
+    named in the error, as on the row-by-row path."""
+    files = [f"ef{i}" for i in range(50)]
+    register(api, *files)
+    dataset(api, "eds")
+    dataset(api, "eds2")
+    dataset(api, "econ", "CONTAINER")
+    before = counts(lake)
+    msg = assert_error(attach(api, "eds", *files, "ghost"), 404, "DataIdentifierNotFound")
+    assert "ghost" in msg
+    msg = assert_error(attach(api, "eds", *files[:10], "eds2"), 409, "UnsupportedOperation")
+    assert "datasets hold only files" in msg
+    msg = assert_error(attach(api, "econ", "eds2", files[0]), 409, "UnsupportedOperation")
+    assert files[0] in msg
+    assert counts(lake) == before
+    for name in ("eds", "econ"):
+        shown = api.get(f"/dids/{SCOPE}/{name}").json()
+        assert (shown["length"] or 0, shown["bytes"] or 0) == (0, 0)
+    # the same calls without the bad child attach everything, with the derived sizes
+    assert attach(api, "eds", *files).status_code == 201
+    assert attach(api, "econ", "eds2", "eds").status_code == 201
+    shown = api.get(f"/dids/{SCOPE}/eds").json()
+    assert (shown["length"], shown["bytes"]) == (50, 50 * 4)  # fdict: 4 bytes each
+    listed = api.get(f"/dids/{SCOPE}/eds/dids").text.splitlines()
+    assert sorted(json.loads(line)["name"] for line in listed if line) == sorted(files)
+    assert api.get(f"/dids/{SCOPE}/econ").json()["length"] == 2
+
+
 # --- metadata --------------------------------------------------------------------------
 
 
