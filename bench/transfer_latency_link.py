@@ -57,11 +57,20 @@ def run_worker(
     slot: int,
     running: SynchronizedArray[int],
     stop: multiprocessing.synchronize.Event,
+    copy_processes: int,
 ) -> None:
     """One worker process: copies until ``stop``, publishing its running count."""
     lake = build_lake(Settings(**settings))
     worker = TransferWorker(
-        lake.db, WorkerConfig(threads=threads, batch=threads, lease=120, idle_poll=0.05, refresh=1)
+        lake.db,
+        WorkerConfig(
+            threads=threads,
+            batch=threads,
+            lease=120,
+            idle_poll=0.05,
+            refresh=1,
+            copy_processes=copy_processes,
+        ),
     )
     worker.start()
     try:
@@ -80,6 +89,7 @@ def main() -> int:
         files=(int, 20_000, "how many files"),
         delay=(float, 0.05, "seconds each request to the endpoint takes"),
         workers=(int, 1, "transfer worker processes sharing the link"),
+        copy_processes=(int, 0, "copy processes of each worker (0: copies in its threads)"),
     )
     if args.db != "sqlite":
         from _lake import create_pg_database
@@ -158,7 +168,10 @@ def main() -> int:
         stop_workers = mp.Event()
         threads = -(-LIMIT // args.workers)  # together exactly the link's limit
         procs = [
-            mp.Process(target=run_worker, args=(settings, threads, i, running, stop_workers))
+            mp.Process(
+                target=run_worker,
+                args=(settings, threads, i, running, stop_workers, args.copy_processes),
+            )
             for i in range(args.workers)
         ]
         samples: list[tuple[float, int]] = []

@@ -45,6 +45,11 @@ ENV_VARS: dict[str, str] = {
     "FEDLAKE_TRANSFER_THREADS": (
         "transfers one worker process runs at once (default 128; `fedlake up` runs one worker)"
     ),
+    "FEDLAKE_TRANSFER_COPY_PROCESSES": (
+        "child processes a worker runs its copies in, its threads shared among them "
+        "(default 0: copies run in the worker's own threads); for hundreds of copies on "
+        "high-latency links, where one interpreter's lock cannot keep up"
+    ),
     "FEDLAKE_TRANSFER_MAX_ACTIVE": "lake-wide limit of running transfers (default: no limit)",
     "FEDLAKE_TRANSFER_LEASE_SECONDS": (
         "a worker's claim on a running transfer; a dead worker's transfers run again after "
@@ -95,6 +100,7 @@ _RANGES: tuple[tuple[str, int, int, str], ...] = (
     ("jwks_min_refresh", 1, 3600, "from 1 to 3600 seconds"),
     ("transfer_threads", 1, 2000, "from 1 to 2000"),
     ("transfer_lease_seconds", 2, 86400, "from 2 to 86400"),
+    ("transfer_copy_processes", 0, 64, "from 0 to 64"),
     ("rule_repair_delay", 1, 86400, "from 1 to 86400 seconds"),
     ("rule_async_files", 0, 2**62, "0 or more files"),
     ("rule_suspend_after", 1, 1000, "from 1 to 1000 rounds"),
@@ -123,6 +129,7 @@ class Settings:
     transfer_threads: int = 128
     transfer_max_active: int | None = None
     transfer_lease_seconds: int = 60
+    transfer_copy_processes: int = 0
     rule_repair_delay: int = 60
     rule_async_files: int = 200_000
     rule_suspend_after: int = 10
@@ -216,6 +223,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             else None
         ),
         transfer_lease_seconds=_int(env, "FEDLAKE_TRANSFER_LEASE_SECONDS", 60),
+        transfer_copy_processes=_int(env, "FEDLAKE_TRANSFER_COPY_PROCESSES", 0),
         rule_repair_delay=_int(env, "FEDLAKE_RULE_REPAIR_DELAY", 60),
         rule_async_files=_int(env, "FEDLAKE_RULE_ASYNC_FILES", 200_000),
         rule_suspend_after=_int(env, "FEDLAKE_RULE_SUSPEND_AFTER", 10),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -9,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedlake.bootstrap import Lake, run_dir
+from fedlake.bootstrap import Lake, build_lake, run_dir
 from fedlake.daemons.runner import Daemon
+from fedlake.settings import Settings
 from fedlake.transfers.storage_tokens import StorageTokens
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
 
@@ -26,7 +28,13 @@ def worker_config(lake: Lake, threads: int | None = None) -> WorkerConfig:
         lease=float(s.transfer_lease_seconds),
         global_max=s.transfer_max_active,
         run_dir=str(run_dir(s)),
+        copy_processes=s.transfer_copy_processes,
     )
+
+
+def storage_tokens(settings: Settings) -> StorageTokens:
+    """The storage tokens of a lake (for copy processes, which build their own)."""
+    return StorageTokens(build_lake(settings, migrate=False).tokens)
 
 
 class TransferDaemon(Daemon):
@@ -38,7 +46,12 @@ class TransferDaemon(Daemon):
         super().__init__(lake)
         # storage that needs tokens gets ones minted for each copy by the lake's issuer
         tokens = StorageTokens(lake.tokens)
-        self.worker = TransferWorker(lake.db, worker_config(lake, threads), tokens=tokens)
+        self.worker = TransferWorker(
+            lake.db,
+            worker_config(lake, threads),
+            tokens=tokens,
+            child_tokens=functools.partial(storage_tokens, lake.settings),
+        )
 
     def run_once(self) -> int:  # the worker is event-driven; nothing to do per round
         return 0

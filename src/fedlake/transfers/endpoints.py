@@ -73,7 +73,17 @@ class Endpoints:
         self._endpoint_cache: dict[tuple[str, str], list[Endpoint]] = {}
 
     def refresh(self, force: bool = False) -> None:
-        with self._lock:
+        """Reload what is older than ``ttl`` (or everything, ``force``).
+
+        Every lookup of every transfer thread calls this: a fresh view is answered without
+        the lock, and while one thread reloads a stale view the others keep using it (only
+        a forced reload, or the first load, waits). Hundreds of copy threads queueing on
+        the lock held up the claims that keep them busy."""
+        if not force and time.monotonic() - self._loaded < self.ttl:
+            return
+        if not self._lock.acquire(blocking=force or not self._loaded):
+            return  # another thread is reloading; the current view serves meanwhile
+        try:
             if not force and time.monotonic() - self._loaded < self.ttl:
                 return
             with self.db.read() as s:
@@ -104,6 +114,8 @@ class Endpoints:
             self._expr_cache = {}
             self._endpoint_cache = {}
             self._loaded = time.monotonic()
+        finally:
+            self._lock.release()
 
     # --- lookups ---------------------------------------------------------------------------
 

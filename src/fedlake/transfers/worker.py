@@ -3,7 +3,8 @@
 Threads:
 - the claimer fills free slots as soon as there are any (woken by finished transfers, by
   new work, or by the fallback timer when idle);
-- the pool runs :class:`~fedlake.transfers.copier.Copier` per request;
+- the pool runs :class:`~fedlake.transfers.copier.Copier` per request (threads of this
+  process, or of ``copy_processes`` child processes: ``transfers.copy_processes``);
 - the completer commits finished attempts in batches (one transaction per batch);
 - the renewer extends the leases of running requests;
 - the optimizer thread runs a round of the per-link optimizer every few seconds.
@@ -23,6 +24,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from fedlake.catalog import transfers as core
 from fedlake.catalog.db import Database
 from fedlake.transfers import wakeup
 from fedlake.transfers.copier import Copier
+from fedlake.transfers.copy_processes import CopyProcesses, CopySetup, lost_outcome
 from fedlake.transfers.endpoints import Endpoints
 from fedlake.transfers.optimizer import Optimizer
 from fedlake.transfers.scheduler import Scheduler
@@ -52,6 +55,7 @@ class WorkerConfig:
     stage_poll: float = 2.0
     refresh: float = 5.0  # seconds the worker reuses what it read about RSEs and links
     run_dir: str | None = None  # where its doorbell socket lives (see transfers.wakeup)
+    copy_processes: int = 0  # 0: copies run in this process's threads; N: in N children
 
 
 class TransferWorker:
@@ -61,7 +65,10 @@ class TransferWorker:
         config: WorkerConfig | None = None,
         *,
         tokens: StorageTokens | None = None,
+        child_tokens: Callable[[], StorageTokens] | None = None,
     ) -> None:
+        """``child_tokens``: how copy processes (``config.copy_processes``) build their
+        ``tokens`` (it is sent to them, so it must pickle)."""
         self.db = db
         self.config = config or WorkerConfig()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -77,13 +84,29 @@ class TransferWorker:
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="transfer")
+        self._copies = (
+            CopyProcesses(
+                CopySetup(
+                    db.url,
+                    self.config.threads,
+                    self.config.refresh,
+                    self.config.global_max,
+                    self.config.stage_poll,
+                    child_tokens,
+                ),
+                self.config.copy_processes,
+                self._finished_copy,
+            )
+            if self.config.copy_processes > 0
+            else None
+        )
         self._threads: list[threading.Thread] = []
         self._listener = wakeup.Listener(db.url, self.wake)
         self._doorbell = (
             wakeup.Doorbell(Path(self.config.run_dir), self.wake) if self.config.run_dir else None
         )
         self.completed = 0  # attempts committed by this worker (all outcomes)
-        self.running = 0  # copies running right now (claimed ones not yet started excluded)
+        self._running = 0  # copies running in this process's threads
         self._finished = 0  # copies done whose outcome is not committed yet
         self._finished_links: Counter[tuple[str, str]] = Counter()
         self.peak_inflight = 0
@@ -92,6 +115,8 @@ class TransferWorker:
     # --- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._copies is not None:
+            self._copies.start()
         self._listener.start()
         if self._doorbell is not None:
             try:
@@ -118,6 +143,8 @@ class TransferWorker:
         while self.inflight and time.monotonic() < deadline:
             time.sleep(0.05)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._copies is not None:
+            self._copies.stop(timeout=max(0.1, deadline - time.monotonic()))
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
         self._flush()
@@ -126,6 +153,16 @@ class TransferWorker:
         self._listener.stop()
         if self._doorbell is not None:
             self._doorbell.stop()
+
+    @property
+    def running(self) -> int:
+        """Copies running right now (claimed ones not started yet excluded)."""
+        return self._copies.running if self._copies is not None else self._running
+
+    @property
+    def copy_pids(self) -> list[int]:
+        """The copy processes' pids (none when copies run in this process)."""
+        return self._copies.pids() if self._copies is not None else []
 
     @property
     def inflight(self) -> int:
@@ -166,8 +203,11 @@ class TransferWorker:
                 with self._inflight_lock:
                     self._inflight += len(claimed)
                     self.peak_inflight = max(self.peak_inflight, self._inflight)
-                for c in claimed:
-                    self._pool.submit(self._run, c)
+                if self._copies is not None:
+                    self._copies.submit(claimed)
+                else:
+                    for c in claimed:
+                        self._pool.submit(self._run, c)
                 continue  # more slots may be free: claim again at once
             # nothing runnable now: wait for new work, a free slot, or the fallback timer
             self.wake.wait(0.2 if self.scheduler.blocked else self.config.idle_poll)
@@ -175,21 +215,24 @@ class TransferWorker:
 
     def _run(self, c: core.Claimed) -> None:
         with self._inflight_lock:
-            self.running += 1
+            self._running += 1
         try:
             outcome = self.copier.run(c)
-        except BaseException:
-            # the copier records every failure itself; this is a bug: the request's lease
-            # expires and another claim runs it again
+        except Exception as exc:  # the copier records every failure
+            # itself; this is a bug: the attempt fails as recoverable and is retried
             log.exception("transfer %s crashed the copier", c.id)
+            outcome = lost_outcome(c, f"the copier crashed: {exc!r}")
+        finally:
             with self._inflight_lock:
-                self.running -= 1
-                self._inflight -= 1
-            raise
+                self._running -= 1
+        self._finished_copy(outcome)
+
+    def _finished_copy(self, outcome: core.Outcome) -> None:
+        """A copy is over (here or in a copy process): its slot is free, its outcome
+        waits for the next commit."""
         with self._inflight_lock:
-            self.running -= 1
             self._finished += 1
-            self._finished_links[(c.source_rse_id or "", c.dest_rse_id)] += 1
+            self._finished_links[(outcome.source_rse_id or "", outcome.dest_rse_id)] += 1
         self._results.put(outcome)
         self.wake.set()  # a thread is free
 

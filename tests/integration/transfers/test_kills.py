@@ -1,6 +1,7 @@
 """Crash safety: transfer workers killed with SIGKILL at random moments, over and over.
 
-After every kill a new worker starts; at the end one runs until the queue is empty. Then
+After every kill a new worker starts (every other one runs its copies in copy processes,
+which die with it); at the end one runs until the queue is empty. Then
 every request is DONE exactly once, every destination replica is AVAILABLE with the right
 bytes, and no partial file is visible on the destination.
 """
@@ -32,7 +33,7 @@ KILLS = 20  # issue 3: ">= 20 kills in one test run"
 FILES = 400
 
 
-def _start_worker(lake: Lake, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(lake: Lake, log: Path, copy_processes: int = 0) -> subprocess.Popen[bytes]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -45,6 +46,8 @@ def _start_worker(lake: Lake, log: Path) -> subprocess.Popen[bytes]:
         # few threads: a worker lives through several kills' worth of work, so the kills
         # land while transfers run however fast the copies are
         FEDLAKE_TRANSFER_THREADS="2",
+        # copies in child processes (which must die with their worker) or in its threads
+        FEDLAKE_TRANSFER_COPY_PROCESSES=str(copy_processes),
     )
     with open(log, "ab") as fh:
         return subprocess.Popen(
@@ -95,10 +98,10 @@ def test_workers_killed_twenty_times_converge(
     assert len(ids) == FILES
     log = tmp_path / "workers.log"
     killed_mid_work = 0
-    for _ in range(3 * KILLS):
+    for round_ in range(3 * KILLS):
         if killed_mid_work >= KILLS or set(_counts(lake)) == {"DONE"}:
             break  # enough kills, or nothing left to kill a worker in (fails below)
-        proc = _start_worker(lake, log)
+        proc = _start_worker(lake, log, copy_processes=round_ % 2)
         deadline = time.monotonic() + 15
         while _held_by(lake, proc.pid) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)  # wait until it holds work, then kill it at a random moment
