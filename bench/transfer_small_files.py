@@ -21,8 +21,10 @@ def main() -> int:
         __doc__ or "",
         files=(int, 10_000, "how many files"),
         size=(int, 1024, "bytes per file"),
+        copy_processes=(int, 0, "FEDLAKE_TRANSFER_COPY_PROCESSES of the lake's worker"),
     )
-    with running_lake(args) as lake:
+    env = {"FEDLAKE_TRANSFER_COPY_PROCESSES": str(args.copy_processes)}
+    with running_lake(args, env) as lake:
         rows = put_small_files(lake, "small", args.files, args.size)
         with lake.http() as h:
             dids = [{"scope": SCOPE, "name": r["name"]} for r in rows]

@@ -47,8 +47,8 @@ ENV_VARS: dict[str, str] = {
     ),
     "FEDLAKE_TRANSFER_COPY_PROCESSES": (
         "child processes a worker runs its copies in, its threads shared among them "
-        "(default 0: copies run in the worker's own threads); for hundreds of copies on "
-        "high-latency links, where one interpreter's lock cannot keep up"
+        "(default 1; 0: copies run in the worker's own threads, next to its claim and "
+        "commit threads); more for hundreds of copies on high-latency links"
     ),
     "FEDLAKE_TRANSFER_MAX_ACTIVE": "lake-wide limit of running transfers (default: no limit)",
     "FEDLAKE_TRANSFER_LEASE_SECONDS": (
@@ -129,7 +129,7 @@ class Settings:
     transfer_threads: int = 128
     transfer_max_active: int | None = None
     transfer_lease_seconds: int = 60
-    transfer_copy_processes: int = 0
+    transfer_copy_processes: int = 1
     rule_repair_delay: int = 60
     rule_async_files: int = 200_000
     rule_suspend_after: int = 10
@@ -223,7 +223,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             else None
         ),
         transfer_lease_seconds=_int(env, "FEDLAKE_TRANSFER_LEASE_SECONDS", 60),
-        transfer_copy_processes=_int(env, "FEDLAKE_TRANSFER_COPY_PROCESSES", 0),
+        transfer_copy_processes=_int(env, "FEDLAKE_TRANSFER_COPY_PROCESSES", 1),
         rule_repair_delay=_int(env, "FEDLAKE_RULE_REPAIR_DELAY", 60),
         rule_async_files=_int(env, "FEDLAKE_RULE_ASYNC_FILES", 200_000),
         rule_suspend_after=_int(env, "FEDLAKE_RULE_SUSPEND_AFTER", 10),
