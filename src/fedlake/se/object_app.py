@@ -49,6 +49,7 @@ from fedlake.se.ranges import Piece
 from fedlake.se.read import PROPFIND_BODY_LIMIT, select_ranges
 from fedlake.se.write import expected_digests
 from fedlake.storage.backends.posix import is_temporary
+from fedlake.storage.backends.s3 import ObjectChanged
 from fedlake.storage.base import TransientStorageError
 
 __all__ = [
@@ -90,6 +91,10 @@ def storage_errors(handler: Handler) -> Handler:
             raise
         except FileNotFoundError as exc:
             raise FileNotFoundError(2, f"{req.path}: no such file or collection") from exc
+        except ObjectChanged:
+            raise HTTPError(
+                503, f"{req.path} was replaced while being read; read it again"
+            ) from None
         except (PermissionError, TimeoutError, TransientStorageError, ConnectionError) as exc:
             log.warning("%s %s: the S3 server: %s", req.method, req.path, exc)
             if isinstance(exc, TimeoutError):
@@ -258,7 +263,8 @@ class ObjectSE:
         if not with_body:
             await req.respond(status, headers)
             return
-        chunks = _pieces(self.store, path, pieces)
+        # every range is read from the version whose size and ETag the headers give
+        chunks = _pieces(self.store, path, pieces, found.etag)
         run = req.ctx.run
         try:
             data = await run(next, chunks, None)  # a vanished object: 404, before answering
@@ -411,8 +417,9 @@ def _expected(req: ObjectRequest) -> Digest | None:
     return Digest(int(length), values.get("adler32", ""), values.get("md5"))
 
 
-def _pieces(store: ObjectStore, path: str, pieces: Iterable[Piece]) -> Iterator[bytes]:
-    """The body: the bytes of each range read from S3, separators as they are."""
+def _pieces(store: ObjectStore, path: str, pieces: Iterable[Piece], etag: str) -> Iterator[bytes]:
+    """The body: the bytes of each range read from S3 (of the version ``etag`` only),
+    separators as they are."""
     for piece in pieces:
         if isinstance(piece, bytes):
             yield piece
@@ -421,7 +428,7 @@ def _pieces(store: ObjectStore, path: str, pieces: Iterable[Piece]) -> Iterator[
         if length == 0:
             continue
         got = 0
-        for chunk in store.read(path, offset, length):
+        for chunk in store.read(path, offset, length, etag=etag):
             got += len(chunk)
             yield chunk
         if got != length:

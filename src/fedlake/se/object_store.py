@@ -196,8 +196,10 @@ class ObjectStore:
 
     # --- bytes -------------------------------------------------------------------------
 
-    def read(self, path: str, offset: int, length: int) -> Iterator[bytes]:
-        return self.storage.read(self._s3_url(path), offset, length)
+    def read(self, path: str, offset: int, length: int, *, etag: str = "") -> Iterator[bytes]:
+        """Bytes of the object at ``path``; with ``etag``, of that version only (else
+        ``ObjectChanged``)."""
+        return self.storage.read(self._s3_url(path), offset, length, if_match=etag)
 
     def write(
         self, path: str, chunks: Iterable[bytes], expected: Digest | None, *, overwrite: bool

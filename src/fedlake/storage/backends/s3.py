@@ -91,6 +91,10 @@ _session: boto3.session.Session | None = None
 _session_lock = threading.Lock()
 
 
+class ObjectChanged(TransientStorageError):
+    """The object is no longer the version a read began with (``read(if_match=...)``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class S3Location:
     """One URL taken apart: the endpoint it talks to, the bucket and the key (may be "")."""
@@ -362,13 +366,20 @@ class S3Storage(Storage):
         known = adler if algorithm == "adler32" else md5
         return known or super().checksum(url, algorithm)
 
-    def read(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        """Stream an object or a byte range; a negative ``offset`` counts from the end."""
+    def read(
+        self, url: str, offset: int = 0, length: int | None = None, *, if_match: str = ""
+    ) -> Iterator[bytes]:
+        """Stream an object or a byte range; a negative ``offset`` counts from the end.
+
+        ``if_match``: the ETag the object must still have (``ObjectChanged`` otherwise), so
+        bytes read in several requests, or after a look at its size, are of one version."""
         if length is not None and length < 0:
             raise ValueError(f"length {length} is negative")
-        return self._read(self._object(self.locate(url)), offset, length)
+        return self._read(self._object(self.locate(url)), offset, length, if_match)
 
-    def _read(self, loc: S3Location, offset: int, length: int | None) -> Iterator[bytes]:
+    def _read(
+        self, loc: S3Location, offset: int, length: int | None, if_match: str = ""
+    ) -> Iterator[bytes]:
         if length == 0:
             self._existing(loc)
             return
@@ -380,10 +391,17 @@ class S3Storage(Storage):
             wanted = f"bytes={offset}-" + ("" if length is None else str(offset + length - 1))
         try:
             reply = self.client(loc).get_object(
-                Bucket=loc.bucket, Key=loc.key, **({"Range": wanted} if wanted else {})
+                Bucket=loc.bucket,
+                Key=loc.key,
+                **({"Range": wanted} if wanted else {}),
+                **({"IfMatch": if_match} if if_match else {}),
             )
         except bx.ClientError as exc:
             code, status = error_code(exc)
+            if code == "PreconditionFailed" or status == 412:
+                raise ObjectChanged(
+                    errno.EAGAIN, f"{loc.url} was replaced while being read; read it again"
+                ) from exc
             if code == "InvalidRange" or status == 416:
                 return  # the range starts at or past the end
             if code in ("NoSuchKey", "404"):
