@@ -89,7 +89,11 @@ def main() -> int:
         files=(int, 20_000, "how many files"),
         delay=(float, 0.05, "seconds each request to the endpoint takes"),
         workers=(int, 1, "transfer worker processes sharing the link"),
-        copy_processes=(int, 0, "copy processes of each worker (0: copies in its threads)"),
+        copy_processes=(
+            int,
+            1,
+            "copy processes of each worker (0: copies in its threads; default as the lake)",
+        ),
     )
     if args.db != "sqlite":
         from _lake import create_pg_database

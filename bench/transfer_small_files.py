@@ -21,7 +21,11 @@ def main() -> int:
         __doc__ or "",
         files=(int, 10_000, "how many files"),
         size=(int, 1024, "bytes per file"),
-        copy_processes=(int, 0, "FEDLAKE_TRANSFER_COPY_PROCESSES of the lake's worker"),
+        copy_processes=(
+            int,
+            1,
+            "FEDLAKE_TRANSFER_COPY_PROCESSES of the lake's worker (default as the lake)",
+        ),
     )
     env = {"FEDLAKE_TRANSFER_COPY_PROCESSES": str(args.copy_processes)}
     with running_lake(args, env) as lake:
