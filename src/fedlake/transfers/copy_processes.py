@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ from fedlake.transfers.storage_tokens import StorageTokens
 __all__ = ["CopyProcesses", "CopySetup", "lost_outcome"]
 
 log = logging.getLogger("fedlake.transfers")
+
+QUICK_DEATH = 10.0  # seconds: a copy process that dies sooner is restarted after a pause
+MAX_RESTART_DELAY = 30.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,25 @@ def lost_outcome(c: Claimed, why: str) -> Outcome:
     )
 
 
+def _not_started(c: Claimed) -> Outcome:
+    """A claimed request no copy process could take: back to the queue in a moment,
+    without using up an attempt."""
+    now = utcnow()
+    return Outcome(
+        request_id=c.id,
+        kind="waiting",
+        source_rse_id=c.source_rse_id,
+        dest_rse_id=c.dest_rse_id,
+        scope=c.scope,
+        name=c.name,
+        attempt=c.attempt,
+        started_at=now,
+        finished_at=now,
+        error="no copy process was running (one is being started)",
+        not_before=now + timedelta(seconds=2),
+    )
+
+
 def _child(setup: CopySetup, tasks: Connection, results: Connection, running: Any) -> None:
     """A copy process: runs what arrives on ``tasks``, sends each outcome on ``results``."""
     copier = Copier(
@@ -84,6 +107,7 @@ def _child(setup: CopySetup, tasks: Connection, results: Connection, running: An
         stage_poll=setup.stage_poll,
         tokens=setup.tokens() if setup.tokens is not None else None,
     )
+    results.send([])  # ready: the worker may send work
     count_lock = threading.Lock()
     # copy threads never write to the pipe themselves: a lock held across the write
     # (which lets go of the GIL) queued hundreds of them behind one another; one sender
@@ -140,6 +164,8 @@ class _Child:
     results: Connection
     running: Any
     pending: dict[int, Claimed]
+    started: float = 0.0
+    ready: bool = False  # it has built its copier (said so with an empty message)
 
 
 class CopyProcesses:
@@ -154,9 +180,15 @@ class CopyProcesses:
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
         self._children: list[_Child | None] = [None] * processes
         self._lock = threading.Lock()
-        self._stopping = False
+        self._stopping = threading.Event()
         self._receivers: list[threading.Thread] = []
         self.restarts = 0
+        self._quick_deaths = 0  # children in a row that died soon after starting
+
+    @property
+    def ready(self) -> bool:
+        """Is any copy process running (to take claimed work)?"""
+        return any(c is not None and c.ready for c in self._children)
 
     @property
     def running(self) -> int:
@@ -192,7 +224,7 @@ class CopyProcesses:
         proc.start()
         task_get.close()  # the child's ends: only the child holds them now
         result_put.close()
-        child = _Child(proc, task_put, result_get, running, {})
+        child = _Child(proc, task_put, result_get, running, {}, time.monotonic())
         with self._lock:
             self._children[slot] = child
         t = threading.Thread(
@@ -204,7 +236,7 @@ class CopyProcesses:
     def submit(self, batch: list[Claimed]) -> None:
         """Hand ``batch`` to the child with the fewest copies in hand."""
         with self._lock:
-            live = [c for c in self._children if c is not None]
+            live = [c for c in self._children if c is not None and c.ready]
             if live:
                 child = min(live, key=lambda c: len(c.pending))
                 for c in batch:
@@ -212,8 +244,8 @@ class CopyProcesses:
                 with contextlib.suppress(OSError):  # it died: its receiver returns the batch
                     child.tasks.send(batch)
                 return
-        for c in batch:  # every child is being started again right now
-            self.on_outcome(lost_outcome(c, "no copy process was running"))
+        for c in batch:  # every child is being started again right now: not an attempt
+            self.on_outcome(_not_started(c))
 
     def _receive(self, slot: int, child: _Child) -> None:
         while True:
@@ -221,6 +253,7 @@ class CopyProcesses:
                 outcomes: list[Outcome] = child.results.recv()
             except (EOFError, OSError):
                 break
+            child.ready = True  # its first message (empty) says it is ready
             with self._lock:
                 for o in outcomes:
                     child.pending.pop(o.request_id, None)
@@ -235,14 +268,23 @@ class CopyProcesses:
         code = child.process.exitcode
         for c in lost:
             self.on_outcome(lost_outcome(c, f"the copy process running it died (exit {code})"))
-        if not self._stopping:
-            log.warning("copy process %s exited with %s; starting it again", slot, code)
-            self.restarts += 1
-            self._spawn(slot)
+        if self._stopping.is_set():
+            return
+        # one that cannot even start (a broken installation) is not restarted in a loop
+        quick = time.monotonic() - child.started < QUICK_DEATH
+        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        delay = min(MAX_RESTART_DELAY, 0.5 * 2**self._quick_deaths) if quick else 0.0
+        log.warning(
+            "copy process %s exited with %s; starting it again in %.1f s", slot, code, delay
+        )
+        if self._stopping.wait(delay):
+            return
+        self.restarts += 1
+        self._spawn(slot)
 
     def stop(self, timeout: float) -> None:
         """Let the children finish what they hold (up to ``timeout``), then end them."""
-        self._stopping = True
+        self._stopping.set()
         with self._lock:
             children = [c for c in self._children if c is not None]
         for c in children:

@@ -184,6 +184,9 @@ class TransferWorker:
         # costs the same few statements whether it takes 1 request or 200)
         gather = max(1, min(self.config.batch, self.config.threads // 16))
         while not self._stop.is_set():
+            if self._copies is not None and not self._copies.ready:
+                self._stop.wait(0.2)  # its copy processes are being started again
+                continue
             free = self.config.threads - self.busy
             if free < gather and self.busy:
                 self.wake.wait(0.01)

@@ -4,6 +4,7 @@ copies are retried; a worker killed with SIGKILL takes its copy processes with i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake
 from fedlake.catalog import rses as rse_core
 from fedlake.services import transfers as svc
+from fedlake.transfers.storage_tokens import StorageTokens
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
 from tests.integration.transfers.test_engine import (
     _ADMIN,
@@ -218,3 +220,31 @@ def _copy_children(pid: int) -> list[int]:
             if b"spawn_main" in cmd:
                 out.append(int(child))
     return out
+
+
+def _no_tokens() -> StorageTokens:
+    """A copy process's set-up that fails (as a broken installation would)."""
+    raise RuntimeError("this copy process cannot start")
+
+
+def test_copy_processes_that_cannot_start_take_no_work(
+    lake: Lake, root: Caller, put: Callable[..., Any]
+) -> None:
+    """Nothing is claimed while no copy process is ready, so a broken set-up does not use
+    up the queue's attempts; the processes are started again after growing pauses."""
+    name, _ = put("waits")
+    worker = TransferWorker(
+        lake.db, dataclasses.replace(CONFIG, copy_processes=1), child_tokens=_no_tokens
+    )
+    worker.start()
+    try:
+        [rid] = submit(lake, root, [name])
+        _wait(lambda: worker._copies is not None and worker._copies.restarts >= 2, 30, "no restart")
+        req = svc.get_request(lake, _ADMIN, rid)
+        assert (req["state"], req["attempts"]) == ("QUEUED", [])
+        restarts = worker._copies.restarts if worker._copies is not None else 0
+        time.sleep(2)  # pauses grow: 1 s, 2 s, 4 s ...
+        assert worker._copies is not None and worker._copies.restarts <= restarts + 1
+    finally:
+        worker.stop(timeout=2)
+    assert svc.get_request(lake, _ADMIN, rid)["state"] == "QUEUED"
