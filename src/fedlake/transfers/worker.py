@@ -17,6 +17,7 @@ file ever becomes a replica, and completions are fenced by lease owner.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import secrets
@@ -110,6 +111,7 @@ class TransferWorker:
         self._finished = 0  # copies done whose outcome is not committed yet
         self._finished_links: Counter[tuple[str, str]] = Counter()
         self.peak_inflight = 0
+        self._give_up_at = math.inf  # set by stop()
         wakeup.subscribe(self.wake)
 
     # --- life cycle ----------------------------------------------------------------------
@@ -140,6 +142,7 @@ class TransferWorker:
         self._stop.set()
         self.wake.set()
         deadline = time.monotonic() + timeout
+        self._give_up_at = deadline + 5.0  # commits failing past it are abandoned
         while self.inflight and time.monotonic() < deadline:
             time.sleep(0.05)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -148,8 +151,11 @@ class TransferWorker:
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
         self._flush()
-        with self.db.write() as s:
-            core.release(s, self.owner)
+        try:
+            with self.db.write() as s:
+                core.release(s, self.owner)
+        except Exception:  # the database is away: the leases expire instead
+            log.exception("handing back the transfers this worker holds failed")
         self._listener.stop()
         if self._doorbell is not None:
             self._doorbell.stop()
@@ -254,12 +260,19 @@ class TransferWorker:
             self._commit(batch)
 
     def _commit(self, batch: list[core.Outcome]) -> None:
-        while True:
+        committed = False
+        while not committed:
             try:
                 with self.db.write() as s:
                     core.complete(s, self.owner, batch)
-                break
+                committed = True
             except Exception:
+                if self._stop.is_set() and time.monotonic() > self._give_up_at:
+                    # stopping, and the database is still away: the requests stay with
+                    # this worker's leases, which expire, and run again (copies are
+                    # atomic; a finished one is redone or found in place)
+                    log.exception("committing %d transfer results failed; giving up", len(batch))
+                    break
                 log.exception("committing %d transfer results failed; retrying", len(batch))
                 if self._stop.wait(1.0) and self._stop.is_set():
                     time.sleep(0.5)
@@ -271,7 +284,8 @@ class TransferWorker:
                 self._finished_links[link] -= 1
                 if self._finished_links[link] <= 0:
                     del self._finished_links[link]
-        self.completed += len(batch)
+        if committed:
+            self.completed += len(batch)
         self.wake.set()  # slots are free
 
     def _flush(self) -> None:

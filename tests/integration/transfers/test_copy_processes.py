@@ -21,6 +21,7 @@ import pytest
 from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake
 from fedlake.catalog import rses as rse_core
+from fedlake.catalog import transfers as transfer_core
 from fedlake.services import transfers as svc
 from fedlake.transfers.storage_tokens import StorageTokens
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
@@ -102,9 +103,7 @@ def silent_endpoint() -> Iterator[int]:
     server.close()
 
 
-def test_a_killed_copy_process_is_restarted_and_its_copies_retried(
-    lake: Lake, root: Caller, put: Callable[..., Any], silent_endpoint: int
-) -> None:
+def _silent_rse(lake: Lake, port: int) -> None:
     with lake.db.write() as s:
         row = rse_core.add_rse(s, "SILENT-DAV", deterministic=True)
         rse_core.add_protocol(
@@ -113,12 +112,18 @@ def test_a_killed_copy_process_is_restarted_and_its_copies_retried(
             {
                 "scheme": "http",
                 "hostname": "127.0.0.1",
-                "port": silent_endpoint,
+                "port": port,
                 "prefix": "/data",
                 "impl": "rucio.rse.protocols.webdav.Default",
                 "domains": {"wan": {"read": 1, "write": 1, "delete": 1}},
             },
         )
+
+
+def test_a_killed_copy_process_is_restarted_and_its_copies_retried(
+    lake: Lake, root: Caller, put: Callable[..., Any], silent_endpoint: int
+) -> None:
+    _silent_rse(lake, silent_endpoint)
     name, data = put("hangs")
     worker = TransferWorker(lake.db, CONFIG)
     worker.start()
@@ -248,3 +253,35 @@ def test_copy_processes_that_cannot_start_take_no_work(
     finally:
         worker.stop(timeout=2)
     assert svc.get_request(lake, _ADMIN, rid)["state"] == "QUEUED"
+
+
+def test_stop_gives_up_on_a_database_that_stays_away(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., Any],
+    silent_endpoint: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A copy still running at the end of ``stop`` comes back as an outcome after the
+    commit thread has ended; with the database away its commit fails, and ``stop`` gives
+    up on it instead of retrying for ever (a daemon whose test database was dropped hung
+    so). The request is not lost: ``stop`` hands it back to the queue (were that to fail
+    too, its lease would expire)."""
+    _silent_rse(lake, silent_endpoint)
+    name, _ = put("unsaved")
+    worker = TransferWorker(lake.db, dataclasses.replace(CONFIG, copy_processes=1))
+    worker.start()
+    [rid] = submit(lake, root, [name], rse="SILENT-DAV")
+    _wait(lambda: worker.running == 1, 30, "the copy never started")
+
+    def database_away(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("the database is away")
+
+    monkeypatch.setattr(transfer_core, "complete", database_away)
+    t0 = time.monotonic()
+    worker.stop(timeout=1)
+    assert time.monotonic() - t0 < 20, "stop hung on commits that cannot succeed"
+    monkeypatch.undo()
+    assert worker.completed == 0
+    req = svc.get_request(lake, _ADMIN, rid)
+    assert (req["state"], req["attempts"]) == ("QUEUED", []), req
