@@ -61,13 +61,12 @@ class CopySetup:
     tokens: Callable[[], StorageTokens] | None = None
 
 
-def lost_outcome(c: Claimed, why: str) -> Outcome:
-    """A copy that ended without an outcome of its own: a recoverable failure."""
+def _ended(c: Claimed, kind: str, error: str, after: float | None, **kw: Any) -> Outcome:
+    """An outcome the copier did not give: ``kind`` now, run again ``after`` seconds."""
     now = utcnow()
-    final = c.attempt >= c.max_attempts
     return Outcome(
         request_id=c.id,
-        kind="failed" if final else "retry",
+        kind=kind,
         source_rse_id=c.source_rse_id,
         dest_rse_id=c.dest_rse_id,
         scope=c.scope,
@@ -75,29 +74,24 @@ def lost_outcome(c: Claimed, why: str) -> Outcome:
         attempt=c.attempt,
         started_at=now,
         finished_at=now,
-        error=f"{why} (gave up after {c.attempt} attempts)" if final else why,
-        recoverable=True,
-        not_before=None if final else now + timedelta(seconds=backoff(c.attempt)),
+        error=error,
+        not_before=None if after is None else now + timedelta(seconds=after),
+        **kw,
     )
+
+
+def lost_outcome(c: Claimed, why: str) -> Outcome:
+    """A copy that ended without an outcome of its own: a recoverable failure."""
+    if c.attempt >= c.max_attempts:
+        why = f"{why} (gave up after {c.attempt} attempts)"
+        return _ended(c, "failed", why, None, recoverable=True)
+    return _ended(c, "retry", why, backoff(c.attempt), recoverable=True)
 
 
 def _not_started(c: Claimed) -> Outcome:
     """A claimed request no copy process could take: back to the queue in a moment,
     without using up an attempt."""
-    now = utcnow()
-    return Outcome(
-        request_id=c.id,
-        kind="waiting",
-        source_rse_id=c.source_rse_id,
-        dest_rse_id=c.dest_rse_id,
-        scope=c.scope,
-        name=c.name,
-        attempt=c.attempt,
-        started_at=now,
-        finished_at=now,
-        error="no copy process was running (one is being started)",
-        not_before=now + timedelta(seconds=2),
-    )
+    return _ended(c, "waiting", "no copy process was running (one is being started)", 2.0)
 
 
 def _child(setup: CopySetup, tasks: Connection, results: Connection, running: Any) -> None:

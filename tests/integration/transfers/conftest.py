@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -38,6 +39,22 @@ def put(lake: Lake, root: Caller) -> Callable[..., tuple[str, bytes]]:
         return name, data
 
     return _put
+
+
+def daemon_env(lake: Lake, **settings: str) -> dict[str, str]:
+    """The environment of a ``fedlake daemon transfers`` process of ``lake`` (none of this
+    process's own ``FEDLAKE_*`` settings leak in), plus ``settings``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FEDLAKE_") or k == "FEDLAKE_TEST_DATABASE_URL"
+    }
+    env.update(
+        FEDLAKE_DATA_DIR=str(lake.settings.data_dir),
+        FEDLAKE_DATABASE_URL=lake.settings.database_url,
+        **settings,
+    )
+    return env
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from fedlake.catalog import transfers as transfer_core
 from fedlake.services import transfers as svc
 from fedlake.transfers.storage_tokens import StorageTokens
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
+from tests.integration.transfers.conftest import daemon_env
 from tests.integration.transfers.test_engine import (
     _ADMIN,
     pfn_on,
@@ -178,16 +179,7 @@ def _connected_to(pid: int, port: int) -> bool:
 
 
 def test_a_killed_worker_takes_its_copy_processes_with_it(lake: Lake, tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FEDLAKE_") or k == "FEDLAKE_TEST_DATABASE_URL"
-    }
-    env.update(
-        FEDLAKE_DATA_DIR=str(lake.settings.data_dir),
-        FEDLAKE_DATABASE_URL=lake.settings.database_url,
-        FEDLAKE_TRANSFER_COPY_PROCESSES="2",
-    )
+    env = daemon_env(lake, FEDLAKE_TRANSFER_COPY_PROCESSES="2")
     with open(tmp_path / "worker.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fedlake.cli", "daemon", "transfers"],

@@ -8,7 +8,6 @@ bytes, and no partial file is visible on the destination.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -27,21 +26,15 @@ from fedlake.catalog import rses as rse_core
 from fedlake.catalog.models import Replica, TransferAttempt, TransferRequest
 from fedlake.services import transfers as svc
 from fedlake.storage.backends.posix import is_temporary
-from tests.integration.transfers.conftest import SCOPE
+from tests.integration.transfers.conftest import SCOPE, daemon_env
 
 KILLS = 20  # issue 3: ">= 20 kills in one test run"
 FILES = 400
 
 
 def _start_worker(lake: Lake, log: Path, copy_processes: int = 0) -> subprocess.Popen[bytes]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FEDLAKE_") or k == "FEDLAKE_TEST_DATABASE_URL"
-    }
-    env.update(
-        FEDLAKE_DATA_DIR=str(lake.settings.data_dir),
-        FEDLAKE_DATABASE_URL=lake.settings.database_url,
+    env = daemon_env(
+        lake,
         FEDLAKE_TRANSFER_LEASE_SECONDS="2",
         # few threads: a worker lives through several kills' worth of work, so the kills
         # land while transfers run however fast the copies are
