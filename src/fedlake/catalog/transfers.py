@@ -130,6 +130,22 @@ class Outcome:
     mark_source_bad: bool = False
     digest: tuple[int, str | None, str | None] | None = None  # bytes, adler32, md5 seen
 
+    @classmethod
+    def of(cls, c: Claimed, kind: str, started_at: datetime, **kw: Any) -> Outcome:
+        """How this attempt of ``c`` ended, now."""
+        return cls(
+            request_id=c.id,
+            kind=kind,
+            source_rse_id=c.source_rse_id,
+            dest_rse_id=c.dest_rse_id,
+            scope=c.scope,
+            name=c.name,
+            attempt=c.attempt,
+            started_at=started_at,
+            finished_at=utcnow(),
+            **kw,
+        )
+
 
 # --- claiming ----------------------------------------------------------------------------
 

@@ -78,20 +78,8 @@ class Copier:
         stored = dest_path if not self.endpoints.info(c.dest_rse_id).deterministic else None
 
         def outcome(kind: str, **kw: object) -> Outcome:
-            return Outcome(
-                request_id=c.id,
-                kind=kind,
-                source_rse_id=c.source_rse_id,
-                dest_rse_id=c.dest_rse_id,
-                scope=c.scope,
-                name=c.name,
-                attempt=c.attempt,
-                started_at=started,
-                finished_at=utcnow(),
-                seconds=time.monotonic() - t0,
-                dest_path=stored,
-                **kw,  # type: ignore[arg-type]
-            )
+            seconds = time.monotonic() - t0
+            return Outcome.of(c, kind, started, seconds=seconds, dest_path=stored, **kw)
 
         try:
             srcs = self._source_endpoints(c)

@@ -64,20 +64,8 @@ class CopySetup:
 def _ended(c: Claimed, kind: str, error: str, after: float | None, **kw: Any) -> Outcome:
     """An outcome the copier did not give: ``kind`` now, run again ``after`` seconds."""
     now = utcnow()
-    return Outcome(
-        request_id=c.id,
-        kind=kind,
-        source_rse_id=c.source_rse_id,
-        dest_rse_id=c.dest_rse_id,
-        scope=c.scope,
-        name=c.name,
-        attempt=c.attempt,
-        started_at=now,
-        finished_at=now,
-        error=error,
-        not_before=None if after is None else now + timedelta(seconds=after),
-        **kw,
-    )
+    not_before = None if after is None else now + timedelta(seconds=after)
+    return Outcome.of(c, kind, now, error=error, not_before=not_before, **kw)
 
 
 def lost_outcome(c: Claimed, why: str) -> Outcome:
