@@ -72,6 +72,8 @@ class TransferWorker:
         ``tokens`` (it is sent to them, so it must pickle)."""
         self.db = db
         self.config = config or WorkerConfig()
+        if self.config.copy_processes and tokens is not None and child_tokens is None:
+            raise ValueError("copy processes mint storage tokens only with child_tokens")
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.endpoints = Endpoints(db, ttl=self.config.refresh, global_max=self.config.global_max)
         self.scheduler = Scheduler(db, self.endpoints, self.owner, lease=self.config.lease)

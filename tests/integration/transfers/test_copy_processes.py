@@ -277,3 +277,9 @@ def test_stop_gives_up_on_a_database_that_stays_away(
     assert worker.completed == 0
     req = svc.get_request(lake, _ADMIN, rid)
     assert (req["state"], req["attempts"]) == ("QUEUED", []), req
+
+
+def test_copy_processes_with_tokens_need_a_way_to_mint_them(lake: Lake) -> None:
+    """Without ``child_tokens`` the copy processes would present no storage tokens."""
+    with pytest.raises(ValueError, match="child_tokens"):
+        TransferWorker(lake.db, CONFIG, tokens=StorageTokens(lake.tokens))
