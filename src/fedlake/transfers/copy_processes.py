@@ -19,6 +19,7 @@ the worker that claimed it by more than a moment.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -185,14 +186,9 @@ class CopyProcesses:
             self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
-        per = max(1, -(-self.setup.threads // self.processes))
-        setup = CopySetup(
-            self.setup.database_url,
-            per,
-            self.setup.refresh,
-            self.setup.global_max,
-            self.setup.stage_poll,
-            self.setup.tokens,
+        # the worker's threads shared among its copy processes
+        setup = dataclasses.replace(
+            self.setup, threads=max(1, -(-self.setup.threads // self.processes))
         )
         task_get, task_put = self._ctx.Pipe(duplex=False)
         result_get, result_put = self._ctx.Pipe(duplex=False)
@@ -213,7 +209,8 @@ class CopyProcesses:
             target=self._receive, args=(slot, child), name=f"transfer-receive-{slot}", daemon=True
         )
         t.start()
-        self._receivers.append(t)
+        # receivers of children that died have ended (or are ending: this call is theirs)
+        self._receivers = [r for r in self._receivers if r.is_alive()] + [t]
 
     def submit(self, batch: list[Claimed]) -> None:
         """Hand ``batch`` to the child with the fewest copies in hand."""
