@@ -237,17 +237,23 @@ class DIDFacts:
     md5: str | None
 
 
-def did_facts(session: Session, keys: Sequence[Key]) -> dict[Key, DIDFacts]:
+def did_facts(
+    session: Session, keys: Sequence[Key], *, key_share: bool = False
+) -> dict[Key, DIDFacts]:
     """The facts of those of ``keys`` that exist, in bulk (Core rows, not ORM objects:
-    100,000-file calls stay fast); in the order the database returns them."""
+    100,000-file calls stay fast); in the order the database returns them.
+
+    ``key_share``: lock the rows found against deletion until the transaction ends, as a
+    foreign key to them would (PostgreSQL; SQLite has one writer at a time anyway)."""
     out: dict[Key, DIDFacts] = {}
     conn = session.connection()
     for batch in chunks(keys):
-        for s, n, t, b, a, m in conn.execute(
-            select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
-                pairs_in(DID.scope, DID.name, batch)
-            )
-        ):
+        stmt = select(DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5).where(
+            pairs_in(DID.scope, DID.name, batch)
+        )
+        if key_share:
+            stmt = stmt.with_for_update(read=True, key_share=True)
+        for s, n, t, b, a, m in conn.execute(stmt):
             out[(s, n)] = DIDFacts(t, b, a, m)
     return out
 
@@ -299,7 +305,7 @@ def attach(
         if added is not None:
             _grow(session, scope, name, len(keys), added)
             return len(keys)
-    found = did_facts(session, keys)
+    found = did_facts(session, keys, key_share=True)  # did_content has no foreign keys
     _check_children(parent.did_type, keys, found)
     if parent.did_type == DIDType.CONTAINER:
         _check_no_cycle(session, scope, name, keys)
@@ -379,6 +385,7 @@ _CONTENT_FROM_DIDS = text(
   FROM json_array_elements(CAST(:pairs AS JSON)) AS fl_p(v)
   JOIN dids AS d ON d.scope = fl_p.v ->> 0 AND d.name = fl_p.v ->> 1
   WHERE (d.did_type = 'FILE') = :files
+  FOR KEY SHARE OF d
   RETURNING bytes)
 SELECT count(*), coalesce(sum(bytes), 0) FROM fl_new"""
 )
@@ -388,7 +395,11 @@ def _insert_content_pg(session: Session, parent: DID, keys: Sequence[Key]) -> in
     """PostgreSQL, children none of which is attached yet: copy their facts from ``dids``
     into ``did_content`` in the database, one statement per chunk (no row travels to
     Python and back). Returns the bytes added, or None (nothing written) when a child
-    is missing or of the wrong type: the caller's checks then say which."""
+    is missing or of the wrong type: the caller's checks then say which.
+
+    The statement key-share locks each child it reads, as a foreign key would: a child
+    being deleted is waited for (and then not found), and one attached here cannot be
+    deleted before this transaction ends (``mark_deleted`` then sees it attached)."""
     files = parent.did_type == DIDType.DATASET
     added = 0
     with session.begin_nested() as savepoint:
@@ -670,5 +681,27 @@ def mark_deleted(session: Session, keys: Sequence[Key], when: datetime | None = 
         for k, r in found.items()
     ]
     insert_rows(session, DeletedDID, rows, 2000)
-    for batch in chunks(list(found)):
+    gone = list(found)
+    for batch in chunks(gone):  # a collection's content goes with it
+        session.execute(
+            delete(DIDContent).where(pairs_in(DIDContent.scope, DIDContent.name, batch))
+        )
         session.execute(delete(DID).where(pairs_in(DID.scope, DID.name, batch)))
+    # checked after the delete, as a foreign key would be: an attach that held one of
+    # these rows has committed by now (the delete waited for its lock) and is seen here
+    for batch in chunks(gone):
+        held = session.execute(
+            select(
+                DIDContent.child_scope,
+                DIDContent.child_name,
+                DIDContent.scope,
+                DIDContent.name,
+            )
+            .where(pairs_in(DIDContent.child_scope, DIDContent.child_name, batch))
+            .limit(1)
+        ).first()
+        if held is not None:
+            raise UnsupportedOperation(
+                f"{held[0]}:{held[1]} is attached to {held[2]}:{held[3]}; "
+                "detach it before removing it"
+            )

@@ -156,6 +156,10 @@ class DeletedDID(Base):
 
 
 class DIDContent(Base):
+    """A collection's member. No foreign keys (migration 0007): ``catalog.dids``, the
+    only writer, checks and locks parent and children itself, set-based, where a foreign
+    key ran a trigger per row."""
+
     __tablename__ = "did_content"
     scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
@@ -167,11 +171,7 @@ class DIDContent(Base):
     adler32: Mapped[str | None] = mapped_column(String(8))
     md5: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
-    __table_args__ = (
-        ForeignKeyConstraint(["scope", "name"], ["dids.scope", "dids.name"], ondelete="CASCADE"),
-        ForeignKeyConstraint(["child_scope", "child_name"], ["dids.scope", "dids.name"]),
-        Index("did_content_child_idx", "child_scope", "child_name"),
-    )
+    __table_args__ = (Index("did_content_child_idx", "child_scope", "child_name"),)
 
 
 class DIDContentHistory(Base):
