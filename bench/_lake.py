@@ -46,6 +46,16 @@ def parse_args(description: str, **extra: tuple[type, object, str]) -> argparse.
     return p.parse_args()
 
 
+def drop_caches() -> bool:
+    """Flush dirty pages and drop the page cache; False when not permitted."""
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

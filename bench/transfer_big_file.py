@@ -31,7 +31,14 @@ import time
 import zlib
 from pathlib import Path
 
-from _lake import ROOT_PASSWORD, SCOPE, create_pg_database, drop_pg_database, parse_args
+from _lake import (
+    ROOT_PASSWORD,
+    SCOPE,
+    create_pg_database,
+    drop_caches,
+    drop_pg_database,
+    parse_args,
+)
 
 from fedlake.auth.policy import Caller
 from fedlake.bootstrap import Lake, build_lake, ensure_root
@@ -49,16 +56,6 @@ GOAL = 0.80
 BLOCK = 64 * 1024 * 1024
 ROOT = Caller("root", admin=True)
 FSYNC_RSE = "BENCH-FSYNC"
-
-
-def drop_caches() -> bool:
-    """Flush dirty pages and drop the page cache; False when not permitted."""
-    subprocess.run(["sync"], check=True)
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        return False
-    return True
 
 
 def make_file(path: Path, size: int) -> str:
