@@ -7,6 +7,11 @@ the timing: the upload is the whole CLI process (start-up, login, copy + verify,
 registration, rule); cp is the whole ``cp -r`` process. Both read a warm page cache and
 start after ``sync`` (otherwise the second one pays for writing back the first one's
 dirty pages), each into memory the copy before it has just freed.
+
+For scale, the script also times the upload's own copy step alone (``copy_verified``:
+``copy_file_range`` and the adler32 of the stored bytes, 8 threads as the CLI), in this
+process: no start-up, no login, no catalogue. Its ratio to ``cp -r`` bounds what any
+upload that checksums what it stores can reach here.
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from _lake import RSE, SCOPE, parse_args, report, running_lake
+
+from fedlake.client.files import copy_verified
 
 GOAL = 0.70
 
@@ -43,6 +52,13 @@ def main() -> int:
         # timed cp reused the warm-up copy's pages, so the upload gets the cp copy's.
         shutil.rmtree(lake.work / "cp-copy")
         os.sync()
+        floor = lake.work / "floor"
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda f: copy_verified(f, floor / f.name, None), _files(src)))
+        floor_s = time.perf_counter() - t0
+        shutil.rmtree(floor)
+        os.sync()
         t0 = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "fedlake.cli", "upload", "--rse", RSE, str(src)],
@@ -65,9 +81,14 @@ def main() -> int:
             GOAL,
             lake.db,
             extra=f"(upload {up_s:.2f} s = {mib / up_s:.0f} MiB/s, "
-            f"cp -r {cp_s:.2f} s = {mib / cp_s:.0f} MiB/s)",
+            f"cp -r {cp_s:.2f} s = {mib / cp_s:.0f} MiB/s; the copy step alone "
+            f"{floor_s:.2f} s = {cp_s / floor_s:.2f} x cp speed)",
         )
     return 0 if ok else 1
+
+
+def _files(src: Path) -> list[Path]:
+    return sorted(p for p in src.iterdir() if p.is_file())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from fedlake.storage.checksums import adler32, checksummer, file_digest
 if TYPE_CHECKING:
     from fedlake.client.http import Client
 
-__all__ = ["DownloadResult", "UploadResult", "download", "upload"]
+__all__ = ["DownloadResult", "UploadResult", "copy_verified", "download", "upload"]
 
 ProgressFn = Callable[[int], None]
 BATCH = 500
@@ -140,7 +140,7 @@ def _adler_of(fd: int, size: int) -> str:
         return f"{adler32(view, 1) & 0xFFFFFFFF:08x}"
 
 
-def _copy_verified(src: Path, dest: Path, progress: ProgressFn | None) -> str:
+def copy_verified(src: Path, dest: Path, progress: ProgressFn | None) -> str:
     """Copy src to dest atomically; returns the adler32 of the stored bytes.
 
     The bytes are copied by the kernel where it can (``copy_file_range``; else through a
@@ -234,7 +234,7 @@ class _Uploader:
             self._advance(local.bytes)
             adler = local.adler32
         else:
-            adler = _copy_verified(f, dest, self.progress)
+            adler = copy_verified(f, dest, self.progress)
         rec: dict[str, Any] = {
             "scope": self.scope,
             "name": f.name,
@@ -368,7 +368,7 @@ def _fetch(client: Client, rec: dict[str, Any], part: Path, progress: ProgressFn
     """Bring a file's bytes to ``part``: directly from a visible replica, else via the server."""
     src = _local_source(rec["pfns"])
     if src is not None:
-        return _copy_verified(src, part, progress)
+        return copy_verified(src, part, progress)
     summer = checksummer(md5=False)
     r = client.open_bytes(rec["scope"], rec["name"])
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedlake.client.files import BLOCK, _copy_verified
+from fedlake.client.files import BLOCK, copy_verified
 from fedlake.domain.errors import LakeError
 
 
@@ -19,7 +19,7 @@ def test_copy_returns_adler32_of_stored_bytes_and_leaves_no_temporary(tmp_path: 
     src.write_bytes(data)
     dest = tmp_path / "rse" / "ab" / "cd" / "src.bin"
     seen: list[int] = []
-    adler = _copy_verified(src, dest, seen.append)
+    adler = copy_verified(src, dest, seen.append)
     assert dest.read_bytes() == data
     assert adler == f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
     assert sum(seen) == len(data)
@@ -29,7 +29,7 @@ def test_copy_returns_adler32_of_stored_bytes_and_leaves_no_temporary(tmp_path: 
 def test_empty_file(tmp_path: Path) -> None:
     src = tmp_path / "empty"
     src.write_bytes(b"")
-    assert _copy_verified(src, tmp_path / "out" / "empty", None) == "00000001"
+    assert copy_verified(src, tmp_path / "out" / "empty", None) == "00000001"
     assert (tmp_path / "out" / "empty").read_bytes() == b""
 
 
@@ -44,7 +44,7 @@ def test_source_modified_during_copy_is_refused_and_nothing_kept(tmp_path: Path)
                 fh.write(b"more")
 
     with pytest.raises(LakeError, match="changed while it was copied"):
-        _copy_verified(src, dest, append_once)
+        copy_verified(src, dest, append_once)
     assert list(dest.parent.iterdir()) == []
 
 
@@ -57,5 +57,5 @@ def test_interrupted_copy_leaves_neither_file_nor_temporary(tmp_path: Path) -> N
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _copy_verified(src, dest, interrupt)
+        copy_verified(src, dest, interrupt)
     assert list(dest.parent.iterdir()) == []
