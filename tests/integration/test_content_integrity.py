@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from fedlake.bootstrap import Lake
@@ -96,16 +97,56 @@ def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[BaseExcept
     return t, errors
 
 
+Write = Callable[[Session], None]
+
+
+def _race(lake: Lake, first: Write, second: Write, what: str) -> list[BaseException]:
+    """``first`` in a transaction held open while ``second`` starts in another: checks
+    that ``second`` waits for it, lets ``first`` commit, and returns ``second``'s errors."""
+    done_first = threading.Event()
+    go_on = threading.Event()
+
+    def first_and_hold() -> None:
+        with lake.db.write() as s:
+            first(s)
+            done_first.set()
+            assert go_on.wait(30)
+
+    def run_second() -> None:
+        with lake.db.write() as s:
+            second(s)
+
+    holder, holder_errors = _in_thread(first_and_hold)
+    assert done_first.wait(30)
+    waiter, errors = _in_thread(run_second)
+    waiter.join(0.5)
+    assert waiter.is_alive(), f"the {what} did not wait for the transaction holding the file"
+    go_on.set()
+    holder.join(30)
+    waiter.join(30)
+    assert holder_errors == []
+    assert not waiter.is_alive()
+    return errors
+
+
 # the generic path runs when a child is attached already (ignore_duplicate), the
 # set-based one (PostgreSQL) into an empty dataset; both must lock the children
 ATTACH_PATHS = ["into-empty", "with-a-duplicate"]
 
 
-def _attach(lake: Lake, path: str, s: Any) -> None:
+def _attacher(path: str) -> Write:
     children = [(SCOPE, "raced")]
     if path == "with-a-duplicate":
         children.append((SCOPE, "already"))
-    did_core.attach(s, SCOPE, "target", children, ignore_duplicate=True)
+
+    def attach(s: Session) -> None:
+        did_core.attach(s, SCOPE, "target", children, ignore_duplicate=True)
+
+    return attach
+
+
+def _remove(s: Session) -> None:
+    did_core.mark_deleted(s, [(SCOPE, "raced")])
 
 
 def _race_setup(api: TestClient, lake: Lake, path: str) -> None:
@@ -121,31 +162,9 @@ def test_a_delete_waits_for_an_attach_of_the_same_file_and_is_then_refused(
     api: TestClient, lake: Lake, path: str
 ) -> None:
     _race_setup(api, lake, path)
-    attached = threading.Event()
-    go_on = threading.Event()
-
-    def attach_and_hold() -> None:
-        with lake.db.write() as s:
-            _attach(lake, path, s)
-            attached.set()
-            assert go_on.wait(30)
-
-    holder, holder_errors = _in_thread(attach_and_hold)
-    assert attached.wait(30)
-
-    def delete() -> None:
-        with lake.db.write() as s:
-            did_core.mark_deleted(s, [(SCOPE, "raced")])
-
-    deleter, delete_errors = _in_thread(delete)
-    deleter.join(0.5)
-    assert deleter.is_alive(), "the delete did not wait for the attach holding the file"
-    go_on.set()
-    holder.join(30)
-    deleter.join(30)
-    assert holder_errors == []
-    assert len(delete_errors) == 1 and isinstance(delete_errors[0], UnsupportedOperation)
-    assert "raced is attached to user.root:target" in str(delete_errors[0])
+    errors = _race(lake, _attacher(path), _remove, "delete")
+    assert len(errors) == 1 and isinstance(errors[0], UnsupportedOperation), errors
+    assert "raced is attached to user.root:target" in str(errors[0])
     assert _exists(lake, "raced")
     assert ("target", "raced") in _content(lake)
 
@@ -155,31 +174,9 @@ def test_an_attach_waits_for_a_delete_of_the_same_file_and_then_finds_it_gone(
     api: TestClient, lake: Lake, path: str
 ) -> None:
     _race_setup(api, lake, path)
-    deleted = threading.Event()
-    go_on = threading.Event()
-
-    def delete_and_hold() -> None:
-        with lake.db.write() as s:
-            did_core.mark_deleted(s, [(SCOPE, "raced")])
-            deleted.set()
-            assert go_on.wait(30)
-
-    holder, holder_errors = _in_thread(delete_and_hold)
-    assert deleted.wait(30)
-
-    def attach() -> None:
-        with lake.db.write() as s:
-            _attach(lake, path, s)
-
-    attacher, attach_errors = _in_thread(attach)
-    attacher.join(0.5)
-    assert attacher.is_alive(), "the attach did not wait for the delete holding the file"
-    go_on.set()
-    holder.join(30)
-    attacher.join(30)
-    assert holder_errors == []
-    assert len(attach_errors) == 1 and isinstance(attach_errors[0], DIDNotFound), attach_errors
-    assert "raced" in str(attach_errors[0])
+    errors = _race(lake, _remove, _attacher(path), "attach")
+    assert len(errors) == 1 and isinstance(errors[0], DIDNotFound), errors
+    assert "raced" in str(errors[0])
     assert not _exists(lake, "raced")
     expected = {("target", "already")} if path == "with-a-duplicate" else set()
     assert _content(lake) == expected
