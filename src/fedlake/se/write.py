@@ -31,6 +31,7 @@ import hashlib
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from typing import Any
 
 from fedlake.se.headers import parse_content_md5, parse_destination, parse_digest, parse_overwrite
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 BLOCK = 4 * 1024 * 1024  # bodies are written in blocks of this size (by a worker thread)
+_IOV_MAX = 1024  # pieces per writev (Linux's IOV_MAX)
 
 
 class _Sink:
@@ -65,14 +67,28 @@ class _Sink:
         self.fsync = fsync
 
     def write(self, data: bytes | bytearray) -> None:
-        view = memoryview(data)
-        self.adler = adler32(view, self.adler)
-        if self.md5 is not None:
-            self.md5.update(view)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self.size += len(data)
+        self.write_all([data])
+
+    def write_all(self, chunks: Sequence[bytes | bytearray]) -> None:
+        """Checksum ``chunks`` and write them with one ``writev`` per ``IOV_MAX`` of them:
+        the body's pieces go to the file as received, never joined into one buffer."""
+        views = [memoryview(c) for c in chunks if c]
+        for view in views:
+            self.adler = adler32(view, self.adler)
+            if self.md5 is not None:
+                self.md5.update(view)
+            self.size += len(view)
+        first = 0
+        while first < len(views):
+            written = os.writev(self.fd, views[first : first + _IOV_MAX])
+            while written > 0:  # a short write: skip what went, resume mid-chunk
+                head = views[first]
+                if written >= len(head):
+                    written -= len(head)
+                    first += 1
+                else:
+                    views[first] = head[written:]
+                    written = 0
 
     def finish(self) -> dict[str, str]:
         if self.fsync:
@@ -131,26 +147,29 @@ def make_parents(req: Request, target: Resolved) -> Resolved:
 async def _receive_into(req: Request, sink: _Sink) -> bool:
     """Feed the body to ``sink``; False when the client went away before its end."""
     loop = asyncio.get_running_loop()
-    buffer = bytearray()
+    pieces: list[bytes] = []  # as received: gathered, not copied into one buffer
+    held = 0
     pending: asyncio.Future[None] | None = None
     try:
         while True:
             message = await req.receive()
             if message["type"] == "http.disconnect":
                 return False
-            buffer += message.get("body", b"")
+            if body := message.get("body", b""):
+                pieces.append(body)
+                held += len(body)
             more = message.get("more_body", False)
-            if len(buffer) >= BLOCK or (not more and pending is not None and buffer):
+            if held >= BLOCK or (not more and pending is not None and pieces):
                 if pending is not None:
                     await pending
-                block, buffer = buffer, bytearray()
-                pending = loop.run_in_executor(req.ctx.pool, sink.write, block)
+                block, pieces, held = pieces, [], 0
+                pending = loop.run_in_executor(req.ctx.pool, sink.write_all, block)
             if not more:
                 if pending is not None:
                     await pending
                     pending = None
-                if buffer:
-                    sink.write(buffer)  # a small body: written at once
+                if pieces:
+                    sink.write_all(pieces)  # a small body: written at once
                 return True
     finally:
         if pending is not None:
