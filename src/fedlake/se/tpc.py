@@ -296,22 +296,24 @@ class _Pull:
     async def _stream(self, response: httpx.Response, out: AtomicFile, progress: Progress) -> None:
         loop = asyncio.get_running_loop()
         pool = self.req.ctx.pool
-        buffer = bytearray()
+        pieces: list[bytes] = []  # as received, written with writev (se.write._Sink)
+        held = 0
         pending: asyncio.Future[None] | None = None
         try:
             async for chunk in response.aiter_bytes():
-                buffer += chunk
+                pieces.append(chunk)
+                held += len(chunk)
                 progress.bytes += len(chunk)
-                if len(buffer) >= BLOCK:
+                if held >= BLOCK:
                     if pending is not None:
                         await pending
-                    block, buffer = buffer, bytearray()
-                    pending = loop.run_in_executor(pool, out.sink.write, block)
+                    block, pieces, held = pieces, [], 0
+                    pending = loop.run_in_executor(pool, out.sink.write_all, block)
             if pending is not None:
                 await pending
                 pending = None
-            if buffer:
-                await loop.run_in_executor(pool, out.sink.write, buffer)
+            if pieces:
+                await loop.run_in_executor(pool, out.sink.write_all, pieces)
         except httpx.HTTPError as exc:
             raise TransferFailed(
                 f"reading {self.url} failed after {progress.bytes} bytes: {describe(exc)}; "
