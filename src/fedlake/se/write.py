@@ -66,9 +66,6 @@ class _Sink:
         self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.fsync = fsync
 
-    def write(self, data: bytes | bytearray) -> None:
-        self.write_all([data])
-
     def write_all(self, chunks: Sequence[bytes | bytearray]) -> None:
         """Checksum ``chunks`` and write them with one ``writev`` per ``IOV_MAX`` of them:
         the body's pieces go to the file as received, never joined into one buffer."""
