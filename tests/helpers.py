@@ -9,15 +9,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.testclient import TestClient
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from fedlake.bootstrap import Lake
 
 ROOT_PASSWORD = "test-root-password"
 
@@ -202,3 +208,51 @@ def assert_error(r: httpx.Response, status: int, cls: str | None = None) -> str:
 def post(api: TestClient, url: str, body: Any = None, **kw: Any) -> httpx.Response:
     """POST a JSON body the way the rucio client does: as text, without Content-Type."""
     return api.post(url, content=b"" if body is None else json.dumps(body), **kw)
+
+
+def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, errors
+
+
+def race(
+    lake: Lake,
+    first: Callable[[Session], None],
+    second: Callable[[Session], None],
+    what: str,
+) -> list[BaseException]:
+    """``first`` in a transaction held open while ``second`` starts in another: checks
+    that ``second`` waits for it, lets ``first`` commit, and returns ``second``'s errors."""
+    done_first = threading.Event()
+    go_on = threading.Event()
+
+    def first_and_hold() -> None:
+        with lake.db.write() as s:
+            first(s)
+            done_first.set()
+            assert go_on.wait(30)
+
+    def run_second() -> None:
+        with lake.db.write() as s:
+            second(s)
+
+    holder, holder_errors = _in_thread(first_and_hold)
+    assert done_first.wait(30)
+    waiter, errors = _in_thread(run_second)
+    waiter.join(0.5)
+    assert waiter.is_alive(), f"the {what} did not wait for the transaction holding its rows"
+    go_on.set()
+    holder.join(30)
+    waiter.join(30)
+    assert holder_errors == []
+    assert not waiter.is_alive()
+    return errors

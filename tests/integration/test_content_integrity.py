@@ -3,9 +3,7 @@ consistent themselves, also when they race in two transactions (both databases).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
@@ -16,7 +14,7 @@ from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog.models import DID, DeletedDID, DIDContent, Replica
 from fedlake.domain.errors import DIDNotFound, UnsupportedOperation
-from tests.helpers import post
+from tests.helpers import post, race
 
 SCOPE = "user.root"
 
@@ -83,58 +81,12 @@ def test_a_removed_collection_takes_its_content_rows_and_leaves_the_files(
     assert not _exists(lake, "kept2")
 
 
-def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, errors
-
-
-Write = Callable[[Session], None]
-
-
-def _race(lake: Lake, first: Write, second: Write, what: str) -> list[BaseException]:
-    """``first`` in a transaction held open while ``second`` starts in another: checks
-    that ``second`` waits for it, lets ``first`` commit, and returns ``second``'s errors."""
-    done_first = threading.Event()
-    go_on = threading.Event()
-
-    def first_and_hold() -> None:
-        with lake.db.write() as s:
-            first(s)
-            done_first.set()
-            assert go_on.wait(30)
-
-    def run_second() -> None:
-        with lake.db.write() as s:
-            second(s)
-
-    holder, holder_errors = _in_thread(first_and_hold)
-    assert done_first.wait(30)
-    waiter, errors = _in_thread(run_second)
-    waiter.join(0.5)
-    assert waiter.is_alive(), f"the {what} did not wait for the transaction holding the file"
-    go_on.set()
-    holder.join(30)
-    waiter.join(30)
-    assert holder_errors == []
-    assert not waiter.is_alive()
-    return errors
-
-
 # the generic path runs when a child is attached already (ignore_duplicate), the
 # set-based one (PostgreSQL) into an empty dataset; both must lock the children
 ATTACH_PATHS = ["into-empty", "with-a-duplicate"]
 
 
-def _attacher(path: str) -> Write:
+def _attacher(path: str) -> Callable[[Session], None]:
     children = [(SCOPE, "raced")]
     if path == "with-a-duplicate":
         children.append((SCOPE, "already"))
@@ -162,7 +114,7 @@ def test_a_delete_waits_for_an_attach_of_the_same_file_and_is_then_refused(
     api: TestClient, lake: Lake, path: str
 ) -> None:
     _race_setup(api, lake, path)
-    errors = _race(lake, _attacher(path), _remove, "delete")
+    errors = race(lake, _attacher(path), _remove, "delete")
     assert len(errors) == 1 and isinstance(errors[0], UnsupportedOperation), errors
     assert "raced is attached to user.root:target" in str(errors[0])
     assert _exists(lake, "raced")
@@ -174,7 +126,7 @@ def test_an_attach_waits_for_a_delete_of_the_same_file_and_then_finds_it_gone(
     api: TestClient, lake: Lake, path: str
 ) -> None:
     _race_setup(api, lake, path)
-    errors = _race(lake, _remove, _attacher(path), "attach")
+    errors = race(lake, _remove, _attacher(path), "attach")
     assert len(errors) == 1 and isinstance(errors[0], DIDNotFound), errors
     assert "raced" in str(errors[0])
     assert not _exists(lake, "raced")

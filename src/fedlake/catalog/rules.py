@@ -443,11 +443,21 @@ def lock_files(
     return len(locks)
 
 
-def rules_covering(session: Session, keys: Sequence[Key]) -> list[Rule]:
-    """Rules whose DID is one of ``keys``."""
+def rules_covering(session: Session, keys: Sequence[Key], *, key_share: bool = False) -> list[Rule]:
+    """Rules whose DID is one of ``keys``.
+
+    ``key_share``: lock the rules found against deletion until the transaction ends
+    (PostgreSQL ``FOR KEY SHARE``), for a caller that adds locks to them: a rule deleted
+    meanwhile is not returned, and a delete waits for this transaction. Updates of a
+    rule's state and counters (a transfer's completion) are not held up."""
     out: list[Rule] = []
     for batch in chunks(keys):
-        out.extend(session.scalars(select(Rule).where(pairs_in(Rule.scope, Rule.name, batch))))
+        stmt = select(Rule).where(pairs_in(Rule.scope, Rule.name, batch))
+        if key_share:
+            stmt = stmt.with_for_update(read=True, key_share=True).execution_options(
+                populate_existing=True
+            )
+        out.extend(session.scalars(stmt))
     return out
 
 

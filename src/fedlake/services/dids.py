@@ -346,7 +346,10 @@ def extend_rules(s: Any, scope: str, name: str, children: list[Key]) -> None:
     holders = core._ancestors(s, (scope, name)) | {(scope, name)}
     # rules without locks yet are placed (approved, injected) with all their files then
     unplaced = {state.value for state in rule_core.UNPLACED}
-    rules = [r for r in rule_core.rules_covering(s, list(holders)) if r.state not in unplaced]
+    # the rules are held against deletion: a lock made here for a rule deleted meanwhile
+    # would break the locks' foreign key (a lifecycle daemon deletes rules concurrently)
+    covering = rule_core.rules_covering(s, list(holders), key_share=True)
+    rules = [r for r in covering if r.state not in unplaced]
     if not rules:
         return
     files = core.file_rows_of(s, children)
@@ -402,14 +405,25 @@ def detach(lake: Lake, caller: Caller, scope: str, name: str, dids: Any) -> None
             action=DELETE,
         )
         require_capability(caller, "modify", scope, name, "detach DIDs from")
-        holders = core._ancestors(s, (scope, validate_did_name(name))) | {(scope, name)}
-        from fedlake.catalog import rules as rule_core
+        detach_in(s, scope, validate_did_name(name), keys)
 
-        rules = rule_core.rules_covering(s, list(holders))
-        removed = core.file_rows_of(s, keys) if rules else []
-        core.detach(s, scope, name, keys)
-        if rules and removed:
-            rule_core.unlock_detached(s, rules, [(f.scope, f.name) for f in removed])
+
+def detach_in(s: Any, scope: str, name: str, keys: list[Key]) -> None:
+    """Detach ``keys`` from a collection, releasing the locks of the rules above it on
+    the files no longer below them."""
+    from fedlake.catalog import rules as rule_core
+
+    holders = core._ancestors(s, (scope, name)) | {(scope, name)}
+    rules = rule_core.rules_covering(s, list(holders))
+    for rule in sorted(rules, key=lambda r: r.id):
+        # requests, then the rule, as a delete of the rule takes them: no deadlock
+        rule_core.hold_copies(s, rule.id)
+    if rules:  # held against deletion meanwhile, as attach holds them
+        rules = rule_core.rules_covering(s, list(holders), key_share=True)
+    removed = core.file_rows_of(s, keys) if rules else []
+    core.detach(s, scope, name, keys)
+    if rules and removed:
+        rule_core.unlock_detached(s, rules, [(f.scope, f.name) for f in removed])
 
 
 def set_status(lake: Lake, caller: Caller, scope: str, name: str, body: dict[str, Any]) -> None:

@@ -1,0 +1,129 @@
+"""Attaching files to a dataset with a rule locks the new files for the rule, detaching
+releases them; a delete of that rule in another transaction (a user, or the lifecycle
+daemon removing an expired rule) must neither leave a lock without its rule nor make the
+attach or detach fail (both databases; found by the lifecycle kill test on PostgreSQL:
+ForeignKeyViolation on locks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fedlake.auth.policy import Caller
+from fedlake.bootstrap import Lake
+from fedlake.catalog import dids as did_core
+from fedlake.catalog import rules as rule_core
+from fedlake.catalog.models import DIDContent, Lock, Rule
+from fedlake.services import dids as did_svc
+from fedlake.services import rules as rule_svc
+from tests.helpers import race
+from tests.integration.rules.conftest import SCOPE, put  # noqa: F401  (fixture)
+from tests.integration.rules.invariants import violations
+
+DATASET = "raced-ds"
+NEW = (SCOPE, "raced-new")
+
+
+def _dataset_with_rule(lake: Lake, root: Caller, put: Callable[..., object]) -> str:  # noqa: F811
+    """A dataset of one file with a rule on the RSE that holds it (OK at once)."""
+    put("raced-old")
+    put(NEW[1])
+    did_svc.add_dids(lake, root, [{"scope": SCOPE, "name": DATASET, "type": "DATASET"}])
+    did_svc.attach(lake, root, SCOPE, DATASET, [{"scope": SCOPE, "name": "raced-old"}])
+    body = {
+        "dids": [{"scope": SCOPE, "name": DATASET}],
+        "copies": 1,
+        "rse_expression": "LOCAL-DISK",
+    }
+    (rule_id,) = rule_svc.add_rules(lake, root, body)
+    return rule_id
+
+
+def _attach(s: Session) -> None:
+    did_core.attach(s, SCOPE, DATASET, [NEW])
+    did_svc.extend_rules(s, SCOPE, DATASET, [NEW])
+
+
+def _deleter(rule_id: str) -> Callable[[Session], None]:
+    def delete(s: Session) -> None:
+        rule_core.delete_rule(s, rule_id)
+
+    return delete
+
+
+def _after(lake: Lake) -> tuple[list[str], list[tuple[str, str]], set[tuple[str, str]]]:
+    with lake.db.read() as s:
+        rules = list(s.scalars(select(Rule.id)))
+        locks = [(lk.rule_id, lk.name) for lk in s.scalars(select(Lock))]
+        content = {(c.name, c.child_name) for c in s.scalars(select(DIDContent))}
+        assert violations(s) == []
+    return rules, locks, content
+
+
+def test_an_attach_waits_for_a_delete_of_the_rule_and_then_locks_nothing(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., object],  # noqa: F811
+) -> None:
+    rule_id = _dataset_with_rule(lake, root, put)
+    errors = race(lake, _deleter(rule_id), _attach, "attach")
+    assert errors == []  # without the rule held, PostgreSQL: ForeignKeyViolation on locks
+    rules, locks, content = _after(lake)
+    assert rules == [] and locks == []
+    assert content == {(DATASET, "raced-old"), (DATASET, NEW[1])}
+
+
+def test_a_delete_of_the_rule_waits_for_an_attach_and_takes_the_new_lock_with_it(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., object],  # noqa: F811
+) -> None:
+    rule_id = _dataset_with_rule(lake, root, put)
+    errors = race(lake, _attach, _deleter(rule_id), "delete")
+    assert errors == []
+    rules, locks, content = _after(lake)
+    assert rules == [] and locks == []
+    assert content == {(DATASET, "raced-old"), (DATASET, NEW[1])}
+
+
+def test_without_a_race_the_attached_file_is_locked_for_the_rule(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., object],  # noqa: F811
+) -> None:
+    rule_id = _dataset_with_rule(lake, root, put)
+    with lake.db.write() as s:
+        _attach(s)
+    rules, locks, _ = _after(lake)
+    assert rules == [rule_id]
+    assert sorted(locks) == [(rule_id, "raced-new"), (rule_id, "raced-old")]
+
+
+def _detach(s: Session) -> None:
+    did_svc.detach_in(s, SCOPE, DATASET, [(SCOPE, "raced-old")])
+
+
+def test_a_detach_waits_for_a_delete_of_the_rule_and_then_releases_nothing_twice(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., object],  # noqa: F811
+) -> None:
+    rule_id = _dataset_with_rule(lake, root, put)
+    errors = race(lake, _deleter(rule_id), _detach, "detach")
+    assert errors == []
+    rules, locks, content = _after(lake)
+    assert rules == [] and locks == [] and content == set()
+
+
+def test_a_delete_of_the_rule_waits_for_a_detach(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., object],  # noqa: F811
+) -> None:
+    rule_id = _dataset_with_rule(lake, root, put)
+    errors = race(lake, _detach, _deleter(rule_id), "delete")
+    assert errors == []
+    rules, locks, content = _after(lake)
+    assert rules == [] and locks == [] and content == set()
