@@ -647,8 +647,7 @@ def rules_for_file(session: Session, scope: str, name: str) -> list[Rule]:
 
 def delete_rule(session: Session, rule_id: str, purge_replicas: bool | None = None) -> None:
     get_rule(session, rule_id)
-    hold_copies(session, rule_id)
-    rule = _locked_rule(session, rule_id)
+    rule = hold_rule(session, rule_id)
     if rule.locked:
         raise UnsupportedOperation(f"rule {rule_id} is locked; unlock it first")
     purge = rule.purge_replicas if purge_replicas is None else purge_replicas
@@ -664,6 +663,15 @@ def delete_rule(session: Session, rule_id: str, purge_replicas: bool | None = No
     _history(session, rule)
     events.emit(session, "rule-deleted", {"rule_id": rule_id})
     session.delete(rule)
+
+
+def hold_rule(session: Session, rule_id: str) -> Rule:
+    """Before a change or delete of a rule: the active transfer requests of its copies,
+    then its row, locked until commit (PostgreSQL), in that order wherever a rule is
+    changed, so two changes cannot deadlock; RuleNotFound if it was deleted meanwhile
+    (not a lock without its rule, or an update that matches no row)."""
+    hold_copies(session, rule_id)
+    return _locked_rule(session, rule_id)
 
 
 def _locked_rule(session: Session, rule_id: str) -> Rule:

@@ -359,6 +359,7 @@ def update_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> None:
     with lake.db.write() as s:
         rule = _visible_rule(s, caller, rule_id)
         require_rule_owner(s, caller, rule.account, rule.scope, rule.name, "update")
+        core.hold_rule(s, rule_id)  # a delete meanwhile: RuleNotFound, nothing half-done
         if "account" in options:
             if not caller.admin:
                 raise AccessDenied("only an admin may move a rule to another account")
@@ -404,6 +405,7 @@ def reduce_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> list[str
     with lake.db.write() as s:
         rule = _visible_rule(s, caller, rule_id)
         require_rule_owner(s, caller, rule.account, rule.scope, rule.name, "reduce")
+        core.hold_rule(s, rule_id)  # a delete meanwhile: RuleNotFound, nothing half-done
         if copies >= rule.copies:
             raise InvalidReplicationRule(
                 f"rule {rule_id} has {rule.copies} copies; reduce asks for fewer, not {copies}"
@@ -423,6 +425,7 @@ def move_rule(lake: Lake, caller: Caller, rule_id: str, body: Any) -> str:
     with lake.db.write() as s:
         rule = _visible_rule(s, caller, rule_id)
         require_rule_owner(s, caller, rule.account, rule.scope, rule.name, "move")
+        core.hold_rule(s, rule_id)  # a delete meanwhile: RuleNotFound, nothing half-done
         targets = targets_of(s, expression, rule.ignore_availability)
         if not targets:
             raise InvalidReplicationRule(

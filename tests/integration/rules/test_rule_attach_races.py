@@ -2,12 +2,15 @@
 releases them; a delete of that rule in another transaction (a user, or the lifecycle
 daemon removing an expired rule) must neither leave a lock without its rule nor make the
 attach or detach fail (both databases; found by the lifecycle kill test on PostgreSQL:
-ForeignKeyViolation on locks)."""
+ForeignKeyViolation on locks). A change of the rule raced by its delete is refused as a
+rule that does not exist."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,6 +19,7 @@ from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import DIDContent, Lock, Rule
+from fedlake.domain.errors import RuleNotFound
 from fedlake.services import dids as did_svc
 from fedlake.services import rules as rule_svc
 from tests.helpers import race
@@ -26,7 +30,12 @@ DATASET = "raced-ds"
 NEW = (SCOPE, "raced-new")
 
 
-def _dataset_with_rule(lake: Lake, root: Caller, put: Callable[..., object]) -> str:  # noqa: F811
+def _dataset_with_rule(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., object],  # noqa: F811
+    expression: str = "LOCAL-DISK",
+) -> str:
     """A dataset of one file with a rule on the RSE that holds it (OK at once)."""
     put("raced-old")
     put(NEW[1])
@@ -35,7 +44,7 @@ def _dataset_with_rule(lake: Lake, root: Caller, put: Callable[..., object]) -> 
     body = {
         "dids": [{"scope": SCOPE, "name": DATASET}],
         "copies": 1,
-        "rse_expression": "LOCAL-DISK",
+        "rse_expression": expression,
     }
     (rule_id,) = rule_svc.add_rules(lake, root, body)
     return rule_id
@@ -127,3 +136,39 @@ def test_a_delete_of_the_rule_waits_for_a_detach(
     assert errors == []
     rules, locks, content = _after(lake)
     assert rules == [] and locks == [] and content == set()
+
+
+CHANGES: dict[str, Callable[[Lake, Caller, str], Any]] = {
+    "comment": lambda lake, who, rid: rule_svc.update_rule(
+        lake, who, rid, {"options": {"comment": "raced"}}
+    ),
+    "more copies": lambda lake, who, rid: rule_svc.update_rule(
+        lake, who, rid, {"options": {"copies": 2}}
+    ),
+    "reduce": lambda lake, who, rid: rule_svc.reduce_rule(lake, who, rid, {"copies": 1}),
+    "move": lambda lake, who, rid: rule_svc.move_rule(
+        lake, who, rid, {"rse_expression": "LOCAL-BUFFER"}
+    ),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_change_of_the_rule_waits_for_its_delete_and_is_then_refused(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., object],  # noqa: F811
+    change: str,
+) -> None:
+    rule_id = _dataset_with_rule(lake, root, put, "LOCAL-DISK|LOCAL-SAFE")
+    if change == "reduce":
+        CHANGES["more copies"](lake, root, rule_id)
+
+    def in_its_own_transaction(_: Session) -> None:
+        CHANGES[change](lake, root, rule_id)
+
+    errors = race(lake, _deleter(rule_id), in_its_own_transaction, change)
+    # without the rule held first, PostgreSQL: a lock without its rule, or an UPDATE
+    # that matches no row (ForeignKeyViolation, StaleDataError)
+    assert len(errors) == 1 and isinstance(errors[0], RuleNotFound), errors
+    rules, locks, _ = _after(lake)
+    assert rules == [] and locks == []
