@@ -119,11 +119,14 @@ class Scope(_Stamped, Base):
 
 
 class DID(_Stamped, Base):
+    """A data identifier. ``scope`` and ``account`` name rows that are never deleted, so
+    they have no foreign keys (migration 0008: writers check them first)."""
+
     __tablename__ = "dids"
-    scope: Mapped[str] = mapped_column(ForeignKey("scopes.scope"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
     did_type: Mapped[str] = mapped_column(String(9))
-    account: Mapped[str] = mapped_column(ForeignKey("accounts.account"))
+    account: Mapped[str] = mapped_column(String(ACCOUNT))
     bytes: Mapped[int | None] = mapped_column(BigInteger)
     length: Mapped[int | None] = mapped_column(BigInteger)
     adler32: Mapped[str | None] = mapped_column(String(8))
@@ -288,7 +291,7 @@ class RSEUsage(Base):
 
 class Replica(_Stamped, Base):
     __tablename__ = "replicas"
-    rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id"), primary_key=True)
+    rse_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # never deleted: no key
     scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
     bytes: Mapped[int] = mapped_column(BigInteger)
@@ -390,7 +393,7 @@ class Lock(_Stamped, Base):
     )
     scope: Mapped[str] = mapped_column(String(SCOPE), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
-    rse_id: Mapped[str] = mapped_column(ForeignKey("rses.id"), primary_key=True)
+    rse_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # never deleted: no key
     account: Mapped[str] = mapped_column(String(ACCOUNT))
     bytes: Mapped[int | None] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(11), default="REPLICATING")
