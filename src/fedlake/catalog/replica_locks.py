@@ -14,7 +14,7 @@ from fedlake.catalog.models import Replica, TransferRequest
 from fedlake.domain.timefmt import utcnow
 from fedlake.domain.types import ReplicaState, RequestState
 
-__all__ = ["OBSOLETE", "bump_lock_counts", "release_replicas"]
+__all__ = ["OBSOLETE", "bump_lock_counts", "release_replicas", "replica_states"]
 
 Key = tuple[str, str]
 _ACTIVE = (RequestState.QUEUED.value, RequestState.SUBMITTED.value, RequestState.WAITING.value)
@@ -103,3 +103,55 @@ def _cancel_copies(session: Session, rse_id: str, keys: Sequence[Key], now: date
             error="cancelled: no rule needs this copy any more",
         )
     )
+
+
+def replica_states(
+    session: Session, keys: Sequence[Key], rse_ids: Sequence[str]
+) -> dict[tuple[str, str, str], str]:
+    """The states of the replicas of ``keys`` on ``rse_ids``, for a caller about to lock
+    them. On PostgreSQL the active transfer requests of those still being copied are
+    locked first (in id order) and their states read again: a worker completing one
+    locks its request, then the replica; a new lock that took the replica first and then
+    queued a request of its own (which waits on the worker's) would deadlock with it."""
+    out = _replica_states(session, keys, rse_ids)
+    copying = [w for w, st in out.items() if st != ReplicaState.AVAILABLE.value]
+    if copying and session.get_bind().dialect.name == "postgresql":
+        _hold_requests(session, copying)
+        again = _replica_states(
+            session, list(dict.fromkeys((s, n) for _, s, n in copying)), rse_ids
+        )
+        out.update(again)
+    return out
+
+
+def _replica_states(
+    session: Session, keys: Sequence[Key], rse_ids: Sequence[str]
+) -> dict[tuple[str, str, str], str]:
+    out: dict[tuple[str, str, str], str] = {}
+    for batch in chunks(keys):
+        for rid, s, n, st in session.execute(
+            select(Replica.rse_id, Replica.scope, Replica.name, Replica.state).where(
+                pairs_in(Replica.scope, Replica.name, batch), Replica.rse_id.in_(rse_ids)
+            )
+        ):
+            out[(rid, s, n)] = st
+    return out
+
+
+def _hold_requests(session: Session, wheres: Sequence[tuple[str, str, str]]) -> None:
+    tr = TransferRequest
+    by_rse: dict[str, list[Key]] = {}
+    for rid, s, n in wheres:
+        by_rse.setdefault(rid, []).append((s, n))
+    ids: list[int] = []
+    for rid, pairs in by_rse.items():
+        for batch in chunks(pairs):
+            ids += session.scalars(
+                select(tr.id).where(
+                    tr.dest_rse_id == rid, pairs_in(tr.scope, tr.name, batch), tr.state.in_(_ACTIVE)
+                )
+            )
+    for id_batch in chunks(sorted(ids)):
+        session.execute(
+            select(tr.id).where(tr.id.in_(id_batch)).order_by(tr.id).with_for_update(of=tr)
+        ).all()

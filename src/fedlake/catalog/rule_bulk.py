@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from fedlake.catalog import placement, rule_notify
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
 from fedlake.catalog.models import DID, Event, Lock, Replica, Rule, RuleHistory
+from fedlake.catalog.replica_locks import replica_states
 from fedlake.catalog.rules import (
     NewRule,
     RuleSpec,
@@ -135,24 +136,11 @@ def _check(session: Session, spec: RuleSpec, keys: Sequence[Key], dids: dict[Key
             raise too_few_targets(spec)
 
 
-def _replicas_on(session: Session, keys: Sequence[Key], rse_ids: Sequence[str]) -> dict[Where, str]:
-    """States of the replicas of ``keys`` on ``rse_ids``."""
-    out: dict[Where, str] = {}
-    for batch in chunks(keys):
-        for rse_id, scope, name, state in session.execute(
-            select(Replica.rse_id, Replica.scope, Replica.name, Replica.state).where(
-                pairs_in(Replica.scope, Replica.name, batch), Replica.rse_id.in_(rse_ids)
-            )
-        ):
-            out[(rse_id, scope, name)] = state
-    return out
-
-
 def _add_file_rules(session: Session, spec: RuleSpec, files: Sequence[_Target]) -> list[str]:
     """Rules on distinct files that have no rule like it yet (checked by ``_check``)."""
     if not files:
         return []
-    have = _replicas_on(session, [(f.scope, f.name) for f in files], spec.target_rse_ids)
+    have = replica_states(session, [(f.scope, f.name) for f in files], spec.target_rse_ids)
     places = placement.places_of(session, placement.distinct_by(spec.meta), spec.target_rse_ids)
     rows = _Rows(spec, utcnow(), have, places)
     if spec.weight:

@@ -37,7 +37,7 @@ from fedlake.catalog.models import (
     RuleHistory,
     TransferRequest,
 )
-from fedlake.catalog.replica_locks import bump_lock_counts, release_replicas
+from fedlake.catalog.replica_locks import bump_lock_counts, release_replicas, replica_states
 from fedlake.domain.errors import (
     DuplicateRule,
     InsufficientAccountLimit,
@@ -184,15 +184,7 @@ def _groups(session: Session, did: DID, grouping: RuleGrouping) -> list[list[Fil
 def _existing_replicas(
     session: Session, files: Sequence[_FileLike], rse_ids: Sequence[str]
 ) -> dict[tuple[str, str, str], str]:
-    out: dict[tuple[str, str, str], str] = {}
-    for batch in chunks([(f.scope, f.name) for f in files]):
-        for rid, s, n, st in session.execute(
-            select(Replica.rse_id, Replica.scope, Replica.name, Replica.state).where(
-                pairs_in(Replica.scope, Replica.name, batch), Replica.rse_id.in_(rse_ids)
-            )
-        ):
-            out[(rid, s, n)] = st
-    return out
+    return replica_states(session, [(f.scope, f.name) for f in files], rse_ids)
 
 
 def check_account_limits(session: Session, account: str, planned: dict[str, int]) -> None:

@@ -3,13 +3,14 @@
 ``dids.scope`` -> ``scopes``, ``dids.account`` -> ``accounts``, ``replicas.rse_id`` and
 ``locks.rse_id`` -> ``rses``: each foreign key ran a trigger per inserted row (an index
 look-up and a share lock on the same parent row, over and over); on PostgreSQL the three
-on dids and replicas were 40 % of the database's time in a registration of 100,000
-files. Scopes, accounts and RSEs are never deleted (an RSE or account is marked
-deleted, a scope closed), so none of these keys could ever fire; every writer checks
-the parent exists first, with a clear error (``dids.check_new_names``, the RSE and
-account look-ups). A trigger on each parent table now refuses a DELETE outright, so
-nothing can leave a child without its parent. The keys that can fire stay
-(``replicas`` -> ``dids``, ``locks`` -> ``rules``). See docs/concepts.md, "Integrity".
+on dids and replicas were over 40 % of the database's time in a registration of 100,000
+files. Scopes, accounts and RSEs are never deleted (no call removes one: a scope is
+closed; Rucio keeps a deleted RSE's or account's row, marked deleted, and so will
+fedlake when it has those calls), so none of these keys could ever fire; every writer
+checks the parent exists first, with a clear error (``dids.check_new_names``, the RSE
+and account look-ups). A trigger on each parent table now refuses a DELETE outright, so
+nothing can leave a child without its parent. The keys that can fire stay (``replicas``
+-> ``dids``, ``locks`` -> ``rules``). See docs/concepts.md, "Integrity".
 
 Revision ID: 0008
 Revises: 0007
@@ -35,7 +36,7 @@ KEYS = [
 ]
 PARENTS = ["scopes", "accounts", "rses"]
 _SQLITE_NAMES = {"fk": "fk_%(table_name)s_%(column_0_name)s"}
-MESSAGE = "rows of {} are never deleted (mark an RSE or account deleted, close a scope)"
+MESSAGE = "rows of {} are never deleted: DIDs, replicas and locks may refer to them"
 
 
 def _tables() -> list[str]:
