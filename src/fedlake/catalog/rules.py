@@ -181,12 +181,6 @@ def _groups(session: Session, did: DID, grouping: RuleGrouping) -> list[list[Fil
     return [dataset_file_rows(session, ds) for ds in datasets]
 
 
-def _existing_replicas(
-    session: Session, files: Sequence[_FileLike], rse_ids: Sequence[str]
-) -> dict[tuple[str, str, str], str]:
-    return replica_states(session, [(f.scope, f.name) for f in files], rse_ids)
-
-
 def check_account_limits(session: Session, account: str, planned: dict[str, int]) -> None:
     """Refuse new locks of ``planned`` bytes per RSE id beyond the account's local limits."""
     limits = {
@@ -315,7 +309,7 @@ def place(
     for group in _groups(session, did, RuleGrouping.parse(rule.grouping)):
         if not group:
             continue
-        have = _existing_replicas(session, group, target_rse_ids)
+        have = replica_states(session, [(f.scope, f.name) for f in group], target_rse_ids)
         known.append(have)
         score = {
             rid: sum(1 for f in group if (rid, f.scope, f.name) in have) for rid in target_rse_ids
@@ -384,7 +378,7 @@ def lock_files(
         if known is not None:
             have = known[i]
         else:
-            have = _existing_replicas(session, list(group), list(rse_ids))
+            have = replica_states(session, [(f.scope, f.name) for f in group], rse_ids)
         locked: set[tuple[str, str, str]] = set()
         for batch in [] if fresh else chunks([(f.scope, f.name) for f in group]):
             locked.update(
