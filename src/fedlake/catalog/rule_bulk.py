@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from fedlake.catalog import placement, rule_notify
 from fedlake.catalog._util import chunks, insert_rows, pairs_in
-from fedlake.catalog.models import DID, Event, Lock, Replica, Rule, RuleHistory
+from fedlake.catalog.dids import did_facts
+from fedlake.catalog.models import Event, Lock, Replica, Rule, RuleHistory
 from fedlake.catalog.replica_locks import replica_states
 from fedlake.catalog.rules import (
     NewRule,
@@ -88,12 +89,12 @@ def add_rules(session: Session, spec: RuleSpec, keys: Sequence[Key]) -> list[str
 
 
 def _load_dids(session: Session, keys: Sequence[Key]) -> dict[Key, _Target]:
-    cols = (DID.scope, DID.name, DID.did_type, DID.bytes, DID.adler32, DID.md5)
-    out: dict[Key, _Target] = {}
-    for batch in chunks(list(dict.fromkeys(keys))):
-        for row in session.execute(select(*cols).where(pairs_in(DID.scope, DID.name, batch))):
-            out[(row.scope, row.name)] = _Target(*row)
-    return out
+    """The DIDs that exist, held against deletion until commit (a DID removed meanwhile,
+    e.g. by the undertaker, is DIDNotFound here, not a rule without its DID)."""
+    found = did_facts(session, list(dict.fromkeys(keys)), key_share=True)
+    return {
+        (s, n): _Target(s, n, f.did_type, f.bytes, f.adler32, f.md5) for (s, n), f in found.items()
+    }
 
 
 def _existing_rules(session: Session, spec: RuleSpec, keys: Sequence[Key]) -> dict[Key, str]:

@@ -19,7 +19,7 @@ from fedlake.bootstrap import Lake
 from fedlake.catalog import dids as did_core
 from fedlake.catalog import rules as rule_core
 from fedlake.catalog.models import DIDContent, Lock, Rule
-from fedlake.domain.errors import RuleNotFound
+from fedlake.domain.errors import DIDNotFound, RuleNotFound
 from fedlake.services import dids as did_svc
 from fedlake.services import rules as rule_svc
 from tests.helpers import race
@@ -172,3 +172,24 @@ def test_a_change_of_the_rule_waits_for_its_delete_and_is_then_refused(
     assert len(errors) == 1 and isinstance(errors[0], RuleNotFound), errors
     rules, locks, _ = _after(lake)
     assert rules == [] and locks == []
+
+
+def test_a_new_rule_waits_for_the_removal_of_its_did_and_is_then_refused(
+    lake: Lake,
+    root: Caller,
+    put: Callable[..., object],  # noqa: F811  (makes the scope)
+) -> None:
+    did_svc.add_dids(lake, root, [{"scope": SCOPE, "name": "going-ds", "type": "DATASET"}])
+
+    def remove(s: Session) -> None:
+        did_core.mark_deleted(s, [(SCOPE, "going-ds")])
+
+    def add_rule(s: Session) -> None:
+        body = {"copies": 1, "rse_expression": "LOCAL-DISK"}
+        rule_svc.add_rules_in(s, root, {**body, "dids": [{"scope": SCOPE, "name": "going-ds"}]})
+
+    errors = race(lake, remove, add_rule, "new rule")
+    # without the DID held, PostgreSQL: ForeignKeyViolation (a rule without its DID)
+    assert len(errors) == 1 and isinstance(errors[0], DIDNotFound), errors
+    rules, _, _ = _after(lake)
+    assert rules == []
