@@ -106,7 +106,9 @@ def add_replicas(session: Session, rse: RSEInfo, files: Sequence[FileReplica], a
             raise InvalidInput(
                 f"{rse.rse} is non-deterministic: give the pfn of {f.scope}:{f.name}"
             )
-    existing = did_facts(session, keys)
+    # held against removal until commit: a DID removed meanwhile is not given a replica
+    # (its name is then refused as a used one), and a removal waits for this transaction
+    existing = did_facts(session, keys, key_share=True)
     for f in files:
         ex = existing.get((f.scope, f.name))
         if ex is None:
