@@ -71,26 +71,23 @@ def _after(lake: Lake) -> tuple[list[str], list[tuple[str, str]], set[tuple[str,
     return rules, locks, content
 
 
-def test_an_attach_waits_for_a_delete_of_the_rule_and_then_locks_nothing(
+def _in_order(first: str, rule_id: str, other: Callable[[Session], None]) -> tuple[Any, ...]:
+    """``race``'s first and second transaction and what waits: the delete of the rule
+    first (``first == "delete"``) or ``other`` first."""
+    delete = _deleter(rule_id)
+    return (delete, other, "attach or detach") if first == "delete" else (other, delete, "delete")
+
+
+# a delete first: without the rule held, PostgreSQL failed with ForeignKeyViolation on locks
+@pytest.mark.parametrize("first", ["delete", "attach"])
+def test_an_attach_and_a_delete_of_the_rule_in_either_order_leave_no_lock(
     lake: Lake,
     root: Caller,
     put: Callable[..., object],  # noqa: F811
+    first: str,
 ) -> None:
     rule_id = _dataset_with_rule(lake, root, put)
-    errors = race(lake, _deleter(rule_id), _attach, "attach")
-    assert errors == []  # without the rule held, PostgreSQL: ForeignKeyViolation on locks
-    rules, locks, content = _after(lake)
-    assert rules == [] and locks == []
-    assert content == {(DATASET, "raced-old"), (DATASET, NEW[1])}
-
-
-def test_a_delete_of_the_rule_waits_for_an_attach_and_takes_the_new_lock_with_it(
-    lake: Lake,
-    root: Caller,
-    put: Callable[..., object],  # noqa: F811
-) -> None:
-    rule_id = _dataset_with_rule(lake, root, put)
-    errors = race(lake, _attach, _deleter(rule_id), "delete")
+    errors = race(lake, *_in_order(first, rule_id, _attach))
     assert errors == []
     rules, locks, content = _after(lake)
     assert rules == [] and locks == []
@@ -114,25 +111,15 @@ def _detach(s: Session) -> None:
     did_svc.detach_in(s, SCOPE, DATASET, [(SCOPE, "raced-old")])
 
 
-def test_a_detach_waits_for_a_delete_of_the_rule_and_then_releases_nothing_twice(
+@pytest.mark.parametrize("first", ["delete", "detach"])
+def test_a_detach_and_a_delete_of_the_rule_in_either_order_leave_no_lock(
     lake: Lake,
     root: Caller,
     put: Callable[..., object],  # noqa: F811
+    first: str,
 ) -> None:
     rule_id = _dataset_with_rule(lake, root, put)
-    errors = race(lake, _deleter(rule_id), _detach, "detach")
-    assert errors == []
-    rules, locks, content = _after(lake)
-    assert rules == [] and locks == [] and content == set()
-
-
-def test_a_delete_of_the_rule_waits_for_a_detach(
-    lake: Lake,
-    root: Caller,
-    put: Callable[..., object],  # noqa: F811
-) -> None:
-    rule_id = _dataset_with_rule(lake, root, put)
-    errors = race(lake, _detach, _deleter(rule_id), "delete")
+    errors = race(lake, *_in_order(first, rule_id, _detach))
     assert errors == []
     rules, locks, content = _after(lake)
     assert rules == [] and locks == [] and content == set()
