@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.runner import runtestprotocol
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
@@ -25,6 +26,7 @@ from fedlake.server.app import create_app
 from fedlake.services.embedded import ensure_local_rses
 from fedlake.settings import Settings
 from tests.helpers import ROOT_PASSWORD, create_pg_database, drop_pg_database, pg_base_url
+from tests.servers import xrdhttp
 
 BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
 #: scrypt's cost (N) for the passwords tests hash: every catalogue a test makes hashes
@@ -131,3 +133,64 @@ def api(lake: Lake) -> Iterator[TestClient]:
         assert r.status_code == 200, r.text
         client.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
         yield client
+
+
+# --- a third-party server that stops answering (see tests/servers/xrdhttp.py) ----------
+
+#: fixtures whose server, should it stop answering, is restarted and the test run again
+_REVIVABLE = {"xrdhttp_server", "xrdhttp_server2"}
+#: what ``revive_stopped_servers`` found when a test failed (set while its fixtures live)
+_DIAGNOSIS = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.failed and _REVIVABLE & set(getattr(item, "fixturenames", ())):
+        diagnosis = xrdhttp.revive_stopped_servers()
+        if diagnosis:
+            item.stash[_DIAGNOSIS] = diagnosis
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Run a test that uses an XrdHttp server; if it failed while a server had stopped
+    answering, report that try as "rerun" with the server's diagnosis (the server was
+    restarted when the failure was reported) and run the test once more. Every other
+    test runs as pytest would run it."""
+    if not _REVIVABLE & set(getattr(item, "fixturenames", ())):
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    diagnosis = item.stash.get(_DIAGNOSIS, "")
+    if diagnosis:
+        del item.stash[_DIAGNOSIS]
+        for report in reports:
+            if report.failed:
+                report.outcome = "rerun"  # type: ignore[assignment]
+                report.sections.append(("XrdHttp server stopped answering", diagnosis))
+            item.ihook.pytest_runtest_logreport(report=report)
+        item._initrequest()  # type: ignore[attr-defined]
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    if str(report.outcome) == "rerun":
+        return "rerun", "R", "RERUN"
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print why each rerun test was run again (the stopped server's diagnosis)."""
+    for report in terminalreporter.stats.get("rerun", []):
+        terminalreporter.write_sep("=", f"RERUN {report.nodeid}")
+        for title, body in report.sections:
+            if title == "XrdHttp server stopped answering":
+                terminalreporter.write_line(f"{title}:\n{body}")

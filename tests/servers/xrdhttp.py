@@ -9,12 +9,22 @@ handler only when TLS is configured. The servers compute adler32 and md5 for
 xrootd refuses to run as root: it runs as user ``xrootd`` (``-R xrootd``), so its
 directory and every parent must be enterable by that user: a ``mkdtemp`` under /tmp
 made 0755, not pytest's tmp_path (/tmp/pytest-of-root is 0700).
+
+Once in a CI run (stop 14, 2026-11-29) a session's server stopped answering mid-test: a
+request on an open connection got no answer and every new connection timed out in the
+TLS handshake, for the rest of the run; it never happened in 100-odd local runs of the
+same files. ``RUNNING`` lists this process's servers so that ``tests/conftest.py`` can
+tell, when a test fails, whether a server has stopped answering: then it prints the
+server's state and log (``diagnose``), starts it again on the same ports and directory
+(``restart``), and runs that test once more. A test that fails against a server that
+still answers fails as always.
 """
 
 from __future__ import annotations
 
 import pwd
 import shutil
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,11 +32,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.servers import ServerProcess, free_port, require_program
 
 __all__ = [
+    "RUNNING",
     "XrdHttpServer",
     "make_certificate",
     "running_xrdhttp",
@@ -45,6 +57,7 @@ class XrdHttpServer:
     root: Path  # the served directory (oss.localroot)
     ca: Path  # the certificate to trust (``verify``)
     process: ServerProcess
+    argv: list[str]
 
     def url(self, path: str = "/", scheme: str = "davs") -> str:
         return f"{scheme}://127.0.0.1:{self.http_port}/{path.lstrip('/')}"
@@ -53,6 +66,50 @@ class XrdHttpServer:
         """The file behind one of this server's (literal) URLs."""
         path = url.partition("://")[2].partition("/")[2]
         return self.root / path.strip("/")
+
+    def answers(self, timeout: float = 10.0) -> bool:
+        """Whether a new connection gets any HTTP answer within ``timeout``."""
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca))
+            httpx.get(self.url(scheme="https"), verify=context, timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def diagnose(self) -> str:
+        """The process's and its threads' states, their stacks (gdb, when installed) and
+        the end of the server's log."""
+        pid = self.process.proc.pid
+        lines = [f"xrootd pid {pid}, https port {self.http_port}"]
+        gdb = shutil.which("gdb")
+        if gdb:
+            run = subprocess.run(
+                [gdb, "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            lines.append(run.stdout[-6000:])
+        for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+            try:
+                state = (task / "stat").read_text().split(") ", 1)[1].split()[0]
+                lines.append(f"thread {task.name}: {state} in {(task / 'wchan').read_text()}")
+            except (OSError, IndexError):
+                continue
+        lines.append("--- end of the log ---")
+        lines.append(self.process.tail(4000))
+        return "\n".join(lines)
+
+    def restart(self) -> None:
+        """Stop the server (killed if need be) and start it again, same ports and files."""
+        self.process.stop(timeout=5)
+        self.process = ServerProcess(self.argv, self.process.log)
+        self.process.wait_for_port(self.http_port, timeout=20)
+
+
+#: the servers this process runs now (see the module docstring)
+RUNNING: list[XrdHttpServer] = []
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -130,9 +187,15 @@ def running_xrdhttp(cert: Path, key: Path) -> Iterator[XrdHttpServer]:
         argv = [program, "-R", "xrootd", "-c", str(base / "xrootd.cfg"), "-n", "fedlake"]
         process = ServerProcess(argv, base / "xrootd.log")
         process.wait_for_port(http_port, timeout=20)
-        yield XrdHttpServer(
-            http_port, root_port, base / "data", base / "tls" / "hostcert.pem", process
+        server = XrdHttpServer(
+            http_port, root_port, base / "data", base / "tls" / "hostcert.pem", process, argv
         )
+        RUNNING.append(server)
+        try:
+            yield server
+        finally:
+            RUNNING.remove(server)
+            process = server.process  # restart() may have replaced it
     finally:
         if process is not None:
             process.stop()
@@ -156,3 +219,15 @@ def xrdhttp_server2(xrdhttp_ca: tuple[Path, Path]) -> Iterator[XrdHttpServer]:
     """A second site, for third-party copies between two servers."""
     with running_xrdhttp(*xrdhttp_ca) as server:
         yield server
+
+
+def revive_stopped_servers() -> str:
+    """Restart each running server that no longer answers; their diagnoses ("" if every
+    server answers)."""
+    reports = []
+    for server in list(RUNNING):
+        if server.answers():
+            continue
+        reports.append(server.diagnose())
+        server.restart()
+    return "\n\n".join(reports)
