@@ -6,18 +6,20 @@ import shutil
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from fedlake.catalog import db as db_module
 from fedlake.catalog.db import Database, GroupCommit
 from fedlake.catalog.models import Account
+from fedlake.domain.errors import DatabaseBusy
 
 # --- SQLite: writers of one process queue on a lock -----------------------------------
 
@@ -111,7 +113,7 @@ def test_waiting_for_the_lock_times_out_with_a_clear_error(
         assert holding.wait(10)
         t0 = time.monotonic()
         with (
-            pytest.raises(TimeoutError, match=r"busy with other writes for 0\.2 s"),
+            pytest.raises(DatabaseBusy, match=r"busy with other writes for 0\.2 s"),
             db.write() as s,
         ):
             _add_account(s, "waiter")
@@ -134,12 +136,84 @@ def test_nested_write_in_one_thread_does_not_hang_on_the_lock(
         with db.write() as outer:
             _add_account(outer, "outer")
             with (
-                pytest.raises(sqlite3.OperationalError, match="database is locked"),
+                pytest.raises(DatabaseBusy, match="stayed locked by another writer") as err,
                 db.write() as inner,
             ):
                 _add_account(inner, "inner")
+            assert "database is locked" in str(err.value.__cause__)  # SQLite's own refusal
     finally:
         db.dispose()
+
+
+def test_another_process_holding_the_file_is_busy_and_keeps_nothing(sqlite_url: str) -> None:
+    """Another process's writer (a plain sqlite3 connection) holds the file beyond
+    busy_timeout: the write is refused as DatabaseBusy (503), with nothing of it kept;
+    sent again once the file is free, it goes through."""
+    db = Database(sqlite_url)
+    _no_busy_wait(db)
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(DatabaseBusy, match="nothing was changed") as err, db.write() as s:
+            _add_account(s, "refused")
+        assert err.value.status == 503
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert "refused" not in _accounts(db)
+    with db.write() as s:
+        _add_account(s, "refused")
+    assert "refused" in _accounts(db)
+    db.dispose()
+
+
+def test_a_postgresql_deadlock_is_busy_for_one_writer_and_keeps_none_of_its_changes(
+    pg_url: str | None,
+) -> None:
+    """Two writers take two rows in opposite orders: PostgreSQL aborts one (40P01). That one
+    gets DatabaseBusy and none of its changes stay; the other commits all of its own."""
+    if pg_url is None:
+        pytest.skip("no PostgreSQL (FEDLAKE_TEST_DATABASE_URL); CI always has one")
+    db = Database(pg_url)
+    left, right = f"left{uuid.uuid4().hex[:8]}", f"right{uuid.uuid4().hex[:8]}"
+    with db.write() as s:
+        _add_account(s, left)
+        _add_account(s, right)
+    first = {"a": threading.Event(), "b": threading.Event()}
+    outcome: dict[str, BaseException | None] = {}
+
+    def writer(me: str, rows: tuple[str, str], other: str) -> None:
+        try:
+            with db.write() as s:
+                s.execute(update(Account).where(Account.account == rows[0]).values(email=me))
+                first[me].set()
+                assert first[other].wait(10)
+                s.execute(update(Account).where(Account.account == rows[1]).values(email=me))
+            outcome[me] = None
+        except BaseException as exc:
+            outcome[me] = exc
+
+    threads = [
+        threading.Thread(target=writer, args=("a", (left, right), "b")),
+        threading.Thread(target=writer, args=("b", (right, left), "a")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    winners = [me for me, exc in outcome.items() if exc is None]
+    losers = [exc for exc in outcome.values() if exc is not None]
+    assert len(winners) == 1 and len(losers) == 1, outcome
+    assert isinstance(losers[0], DatabaseBusy), repr(losers[0])
+    assert "deadlocked with another change" in str(losers[0])
+    assert "nothing was changed" in str(losers[0])
+    with db.read() as s:
+        rows = s.execute(
+            select(Account.account, Account.email).where(Account.account.in_([left, right]))
+        )
+        emails = {account: email for account, email in rows}
+    assert emails == {left: winners[0], right: winners[0]}
+    db.dispose()
 
 
 # --- group commit ------------------------------------------------------------------------
@@ -320,7 +394,7 @@ def test_a_batch_that_cannot_begin_fails_as_a_whole(
         t0 = time.monotonic()
         futures = [group.submit(lambda s, i=i: ran.append(i)) for i in range(8)]
         for f in futures:
-            with pytest.raises(TimeoutError, match="busy with other writes"):
+            with pytest.raises(DatabaseBusy, match="busy with other writes"):
                 f.result(10)
         # the first job may be taken alone; the others wait once, together
         assert time.monotonic() - t0 < 4 * 0.3

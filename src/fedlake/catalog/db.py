@@ -16,6 +16,13 @@ the cost of a transaction (BEGIN, COMMIT, and on PostgreSQL the round trips and 
 flush) is paid once per batch instead of once per request. Each job stays
 all-or-nothing: if any job of a batch fails, or the commit does, the batch is rolled back
 and every job of it runs again alone, in its own transaction, and gets its own outcome.
+
+A write transaction that fails because of another writer (PostgreSQL: a deadlock, a
+serialization failure, a lock it could not get; SQLite: the file locked by another
+process beyond ``busy_timeout``, or this process's writers queued beyond
+``BUSY_TIMEOUT``) is rolled back and raised as ``DatabaseBusy``: nothing was written,
+and the caller may send the same request again (the API answers 503, which Rucio's
+clients retry by themselves).
 """
 
 from __future__ import annotations
@@ -30,9 +37,12 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-__all__ = ["Database", "GroupCommit", "is_sqlite"]
+from fedlake.domain.errors import DatabaseBusy
+
+__all__ = ["Database", "GroupCommit", "busy_reason", "is_sqlite"]
 
 T = TypeVar("T")
 
@@ -51,6 +61,32 @@ def _sqlite_path(url: str) -> str:
     if "///" not in url:
         return ""
     return url.split("///", 1)[1].split("?", 1)[0]
+
+
+#: PostgreSQL's SQLSTATEs for a transaction refused because of a concurrent one
+_CONFLICTS = {
+    "40P01": "it deadlocked with another change",
+    "40001": "it conflicted with a concurrent change (serialization failure)",
+    "55P03": "a row or table it needed stayed locked by another change (lock timeout)",
+}
+
+
+def busy_reason(exc: BaseException) -> str | None:
+    """Why a transaction failed because of another writer, or None for any other error.
+
+    Only for failures that end the transaction before it commits, so that nothing of it
+    was written.
+    """
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str) and state in _CONFLICTS:
+        return _CONFLICTS[state]
+    text = str(orig)
+    if type(orig).__name__ == "OperationalError" and (
+        "database is locked" in text or "database table is locked" in text
+    ):
+        return "the SQLite catalogue stayed locked by another writer beyond busy_timeout"
+    return None
 
 
 def _write_lock(url: str) -> threading.RLock:
@@ -249,9 +285,10 @@ class Database:
             yield
             return
         if not lock.acquire(timeout=BUSY_TIMEOUT):
-            raise TimeoutError(
-                f"the catalogue was busy with other writes for {BUSY_TIMEOUT} s; "
-                "retry, or move the lake to PostgreSQL for more concurrent writers"
+            raise DatabaseBusy(
+                f"the catalogue was busy with other writes for {BUSY_TIMEOUT} s; nothing "
+                "was changed: retry, or move the lake to PostgreSQL for more concurrent "
+                "writers"
             )
         try:
             yield
@@ -263,7 +300,8 @@ class Database:
         """A read-write transaction: committed on success, rolled back on any error.
 
         On SQLite the process-wide write lock is held from before ``BEGIN IMMEDIATE``
-        until after ``COMMIT``/``ROLLBACK``.
+        until after ``COMMIT``/``ROLLBACK``. A failure caused by another writer is raised
+        as ``DatabaseBusy`` (see the module docstring).
         """
         with (
             self._writer(),
@@ -272,9 +310,14 @@ class Database:
             try:
                 yield session
                 session.commit()
-            except BaseException:
+            except BaseException as exc:
                 session.rollback()
-                raise
+                reason = busy_reason(exc)
+                if reason is None:
+                    raise
+                raise DatabaseBusy(
+                    f"the change was refused because {reason}; nothing was changed: send it again"
+                ) from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

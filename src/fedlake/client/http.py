@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,10 @@ import httpx
 from fedlake.client import saved_login
 from fedlake.domain.errors import AuthenticationFailed, LakeError, error_class_for
 
-__all__ = ["Client", "ClientConfig"]
+__all__ = ["BUSY_RETRIES", "Client", "ClientConfig"]
+
+#: times a request answered 503 (the catalogue was busy; nothing was changed) is sent again
+BUSY_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,15 @@ class ClientConfig:
                 else data_dir
             ),
         )
+
+
+def _retry_after(r: httpx.Response, attempt: int) -> float:
+    """Seconds to wait before sending a request answered 503 again: the server's
+    ``Retry-After`` (at most 10), else 0.5, 1, 2 ..."""
+    try:
+        return min(max(float(r.headers.get("Retry-After", "")), 0.0), 10.0)
+    except ValueError:
+        return 0.5 * 2.0 ** (attempt - 1)
 
 
 def _q(value: str) -> str:
@@ -158,26 +171,31 @@ class Client:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         content = None if body is None else json.dumps(body)
-        for attempt in (1, 2):
+        relogged, busy = False, 0
+        while True:
             h = self._headers() | (headers or {})
             r = self._http.request(method, path, content=content, params=params, headers=h)
             # a token refused as expired or invalid (CannotAuthenticate; not AccessDenied,
             # which is about what the identity may do): refresh the saved login, or log in
             # with the password again, once
             expired = (
-                attempt == 1
+                not relogged
                 and r.status_code == 401
                 and r.headers.get("ExceptionClass") == "CannotAuthenticate"
             )
             if expired and self._saved is not None:
                 self._refresh_saved()
+                relogged = True
                 continue
             if expired and self.config.password and self.config.token is None:
-                self._token = None
+                self._token, relogged = None, True
+                continue
+            if r.status_code == 503 and busy < BUSY_RETRIES:
+                busy += 1
+                time.sleep(_retry_after(r, busy))
                 continue
             self._raise(r)
             return r
-        raise AssertionError("unreachable")
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return json.loads(self.request(method, path, **kw).content or b"null")

@@ -36,6 +36,7 @@ __all__ = [
     "Conflict",
     "DIDAlreadyExists",
     "DIDNotFound",
+    "DatabaseBusy",
     "Duplicate",
     "DuplicateContent",
     "DuplicateRule",
@@ -310,6 +311,15 @@ class ChecksumMismatch(Conflict):
     """Bytes received do not match the declared checksum; nothing was kept."""
 
     rucio_class = "ChecksumMismatch"
+
+
+class DatabaseBusy(LakeError):
+    """A write met a conflicting write (a deadlock, a serialization failure, a lock it
+    could not get in time) and was rolled back: nothing was changed, and the same
+    request may simply be sent again. Sent as 503, which Rucio's clients retry."""
+
+    status = 503
+    rucio_class = "DatabaseException"
 
 
 class StorageError(LakeError):

@@ -45,7 +45,10 @@ def error_response(status: int, cls: str, message: str, own_class: str | None = 
 
 async def handle_lake_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, LakeError)
-    return error_response(exc.status, exc.rucio_class, exc.message, type(exc).__name__)
+    response = error_response(exc.status, exc.rucio_class, exc.message, type(exc).__name__)
+    if exc.status == 503:  # nothing was changed: the same request may be sent again
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
