@@ -4,16 +4,19 @@ dead instances dropping out (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
 from fedlake.bootstrap import Lake
 from fedlake.catalog import heartbeats
 from fedlake.catalog.models import DaemonHeartbeat
 from fedlake.daemons.runner import Daemon
+from fedlake.domain.errors import DatabaseBusy
 from fedlake.domain.timefmt import utcnow
 
 
@@ -64,15 +67,16 @@ class _Counting(Daemon):
     interval = 0.05
     beat_every = 0.0
 
-    def __init__(self, lake: Lake, fail_at: int) -> None:
+    def __init__(self, lake: Lake, fail_at: int, error: Exception | None = None) -> None:
         super().__init__(lake)
         self.calls = 0
         self.fail_at = fail_at
+        self.error = error or RuntimeError("disk on fire")
 
     def run_once(self) -> int:
         self.calls += 1
         if self.calls == self.fail_at:
-            raise RuntimeError("disk on fire")
+            raise self.error
         return 1 if self.calls < 3 else 0
 
 
@@ -96,3 +100,22 @@ def test_the_runner_beats_records_errors_and_leaves_on_stop(lake: Lake) -> None:
     assert not t.is_alive()
     with lake.db.read() as s:
         assert heartbeats.live(s, ttl=60) == []
+
+
+def test_a_round_refused_as_busy_is_one_warning_line_and_the_next_round_runs(
+    lake: Lake, caplog: pytest.LogCaptureFixture
+) -> None:
+    busy = DatabaseBusy("the change was refused because it deadlocked with another change")
+    d = _Counting(lake, fail_at=2, error=busy)
+    t = threading.Thread(target=d.run)
+    with caplog.at_level(logging.WARNING, logger="fedlake"):
+        t.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and d.calls < 4:
+            time.sleep(0.02)
+        d.stop()
+        t.join(5)
+    assert d.calls >= 4  # the rounds after the refused one ran
+    [record] = [r for r in caplog.records if "deadlocked" in r.getMessage()]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage().startswith("counting: the change was refused")

@@ -21,6 +21,7 @@ import uuid
 
 from fedlake.bootstrap import Lake
 from fedlake.catalog import heartbeats
+from fedlake.domain.errors import DatabaseBusy
 
 __all__ = ["Daemon", "DaemonGroup"]
 
@@ -98,6 +99,10 @@ class Daemon(abc.ABC):
                 self.beat(force=self._last_beat == float("-inf"))
                 done = self.run_once()
                 self._done_since_beat += done
+            except DatabaseBusy as exc:  # expected now and then: one line, no traceback
+                log.warning("%s: %s; next round in %.0f s", self.name, exc, self.interval)
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+                done = 0
             except Exception as exc:
                 log.exception("%s failed; retrying in %.0f s", self.name, self.interval)
                 error = f"{type(exc).__name__}: {exc}"[:2000]
