@@ -25,7 +25,13 @@ from fedlake.catalog.models import Base
 from fedlake.server.app import create_app
 from fedlake.services.embedded import ensure_local_rses
 from fedlake.settings import Settings
-from tests.helpers import ROOT_PASSWORD, create_pg_database, drop_pg_database, pg_base_url
+from tests.helpers import (
+    ROOT_PASSWORD,
+    create_pg_database,
+    drop_pg_database,
+    log_in,
+    pg_base_url,
+)
 from tests.servers import xrdhttp
 
 BACKENDS = ["sqlite"] + (["postgresql"] if pg_base_url() else [])
@@ -126,12 +132,7 @@ def root() -> Caller:
 def api(lake: Lake) -> Iterator[TestClient]:
     """An in-process HTTP client, logged in as root (X-Rucio-Auth-Token set)."""
     with TestClient(create_app(lake), raise_server_exceptions=False) as client:
-        r = client.get(
-            "/auth/userpass",
-            headers={"X-Rucio-Username": "root", "X-Rucio-Password": ROOT_PASSWORD},
-        )
-        assert r.status_code == 200, r.text
-        client.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+        log_in(client)
         yield client
 
 

@@ -178,6 +178,16 @@ JSON = "application/json"
 STREAM = "application/x-json-stream"
 
 
+def log_in(client: httpx.Client, username: str = "root", password: str = ROOT_PASSWORD) -> None:
+    """Log ``client`` (an httpx or Starlette test client) in with a password: every later
+    request carries the token (``X-Rucio-Auth-Token``)."""
+    r = client.get(
+        "/auth/userpass", headers={"X-Rucio-Username": username, "X-Rucio-Password": password}
+    )
+    assert r.status_code == 200, r.text
+    client.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+
+
 def ndjson(r: httpx.Response) -> list[Any]:
     """A 200 NDJSON listing, parsed."""
     assert r.status_code == 200, r.text

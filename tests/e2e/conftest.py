@@ -26,6 +26,7 @@ from tests.helpers import (
     ROOT_PASSWORD,
     LiveLake,
     lake_on,
+    log_in,
     pg_base_url,
 )
 
@@ -151,16 +152,7 @@ def rucio_lake(
 def lake_api(rucio_lake: RucioLake) -> Iterator[httpx.Client]:
     """httpx client on the lake's REST API, logged in as root."""
     with httpx.Client(base_url=rucio_lake.url, timeout=60) as http:
-        r = http.get(
-            "/auth/userpass",
-            headers={
-                "X-Rucio-Username": "root",
-                "X-Rucio-Password": ROOT_PASSWORD,
-                "X-Rucio-Account": "root",
-            },
-        )
-        assert r.status_code == 200, r.text
-        http.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+        log_in(http)
         yield http
 
 

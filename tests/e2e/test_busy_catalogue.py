@@ -32,6 +32,7 @@ from tests.helpers import (
     LiveLake,
     create_pg_database,
     drop_pg_database,
+    log_in,
     pg_base_url,
     running_lake,
 )
@@ -92,12 +93,7 @@ def dids_locked(lake: BusyLake, seconds: float | None = None) -> Iterator[None]:
 @contextmanager
 def root_http(lake: BusyLake) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=lake.live.url, timeout=30) as http:
-        r = http.get(
-            "/auth/userpass",
-            headers={"X-Rucio-Username": "root", "X-Rucio-Password": ROOT_PASSWORD},
-        )
-        assert r.status_code == 200, r.text
-        http.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+        log_in(http)
         yield http
 
 

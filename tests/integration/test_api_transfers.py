@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from fedlake.bootstrap import Lake
 from fedlake.catalog.models import RSEDistance, TransferLink, TransferRequest, TransferShare
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
-from tests.helpers import JSON, STREAM, assert_error, ndjson, one, post
+from tests.helpers import JSON, STREAM, assert_error, log_in, ndjson, one, post
 
 SCOPE = "user.root"
 REQUEST_KEYS = {
@@ -99,11 +99,7 @@ def make_user(api: TestClient, account: str) -> TestClient:
     )
     assert r.status_code == 201, r.text
     user = TestClient(api.app, raise_server_exceptions=False)
-    r = user.get(
-        "/auth/userpass", headers={"X-Rucio-Username": account, "X-Rucio-Password": password}
-    )
-    assert r.status_code == 200, r.text
-    user.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+    log_in(user, account, password)
     return user
 
 

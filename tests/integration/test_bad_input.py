@@ -20,7 +20,7 @@ from fedlake.catalog.dids import mark_deleted
 from fedlake.catalog.models import DID, DIDContent, DIDMeta, Lock, Replica, Rule, Scope
 from fedlake.server.app import create_app
 from fedlake.settings import Settings
-from tests.helpers import ROOT_PASSWORD, post
+from tests.helpers import ROOT_PASSWORD, log_in, post
 from tests.helpers import assert_error as api_error
 
 SCOPE = "user.root"
@@ -571,12 +571,7 @@ def small_api(database_url: str, tmp_path: Path, lake: Lake) -> Iterator[TestCli
     )
     small = build_lake(settings, migrate=False)
     with TestClient(create_app(small), raise_server_exceptions=False) as client:
-        r = client.get(
-            "/auth/userpass",
-            headers={"X-Rucio-Username": "root", "X-Rucio-Password": ROOT_PASSWORD},
-        )
-        assert r.status_code == 200, r.text
-        client.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+        log_in(client)
         yield client
     small.close()
 

@@ -22,7 +22,7 @@ from fedlake.server.app import create_app
 from fedlake.services import accounts as account_svc
 from fedlake.services import dids as did_svc
 from fedlake.services.subscription_rounds import process_new_dids
-from tests.helpers import JSON, assert_error, ndjson, one, post
+from tests.helpers import JSON, assert_error, log_in, ndjson, one, post
 
 SAFE = {"copies": 1, "rse_expression": "LOCAL-SAFE"}
 ALICE_PASSWORD = "alice-password-1"
@@ -52,12 +52,7 @@ def alice(lake: Lake, root: Caller) -> Iterator[TestClient]:
     account_svc.add_identity(lake, root, "alice", "alice", "USERPASS", ALICE_PASSWORD)
     account_svc.add_scope(lake, root, "user.alice", "alice")
     with TestClient(create_app(lake), raise_server_exceptions=False) as client:
-        r = client.get(
-            "/auth/userpass",
-            headers={"X-Rucio-Username": "alice", "X-Rucio-Password": ALICE_PASSWORD},
-        )
-        assert r.status_code == 200, r.text
-        client.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+        log_in(client, "alice", ALICE_PASSWORD)
         yield client
 
 

@@ -33,7 +33,7 @@ from fedlake.services import accounts as account_svc
 from fedlake.settings import Settings
 from fedlake.transfers.storage_tokens import StorageTokens
 from fedlake.transfers.worker import TransferWorker, WorkerConfig
-from tests.helpers import ROOT_PASSWORD, free_port
+from tests.helpers import ROOT_PASSWORD, free_port, log_in
 from tests.integration.transfers.conftest import SCOPE
 from tests.servers.fedlake_se import SEServer, running_se
 from tests.servers.xrdhttp import make_certificate
@@ -145,10 +145,7 @@ def trust(se: SEServer) -> ssl.SSLContext:
 
 
 def login(api: httpx.Client) -> None:
-    r = api.get("/auth/userpass", headers={"X-Rucio-Username": "root",
-                                           "X-Rucio-Password": ROOT_PASSWORD})  # fmt: skip
-    assert r.status_code == 200, r.text
-    api.headers["X-Rucio-Auth-Token"] = r.headers["X-Rucio-Auth-Token"]
+    log_in(api)
 
 
 def wait_done(api: httpx.Client, rid: int, timeout: float = 60) -> dict[str, Any]:
