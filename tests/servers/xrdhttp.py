@@ -104,7 +104,7 @@ class XrdHttpServer:
     def restart(self) -> None:
         """Stop the server (killed if need be) and start it again, same ports and files."""
         self.process.stop(timeout=5)
-        self.process = ServerProcess(self.argv, self.process.log)
+        self.process = ServerProcess(self.argv, self.process.log, cwd=self.root.parent)
         self.process.wait_for_port(self.http_port, timeout=20)
 
 
@@ -185,7 +185,8 @@ def running_xrdhttp(cert: Path, key: Path) -> Iterator[XrdHttpServer]:
         for path in [base, *base.iterdir(), *(base / "tls").iterdir()]:
             shutil.chown(path, user.pw_uid, user.pw_gid)
         argv = [program, "-R", "xrootd", "-c", str(base / "xrootd.cfg"), "-n", "fedlake"]
-        process = ServerProcess(argv, base / "xrootd.log")
+        # its home directory (<cwd>/<-n name>) is made in the base, which user xrootd owns
+        process = ServerProcess(argv, base / "xrootd.log", cwd=base)
         process.wait_for_port(http_port, timeout=20)
         server = XrdHttpServer(
             http_port, root_port, base / "data", base / "tls" / "hostcert.pem", process, argv
