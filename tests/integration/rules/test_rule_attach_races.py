@@ -78,20 +78,31 @@ def _in_order(first: str, rule_id: str, other: Callable[[Session], None]) -> tup
     return (delete, other, "attach or detach") if first == "delete" else (other, delete, "delete")
 
 
+def _detach(s: Session) -> None:
+    did_svc.detach_in(s, SCOPE, DATASET, [(SCOPE, "raced-old")])
+
+
 # a delete first: without the rule held, PostgreSQL failed with ForeignKeyViolation on locks
-@pytest.mark.parametrize("first", ["delete", "attach"])
-def test_an_attach_and_a_delete_of_the_rule_in_either_order_leave_no_lock(
+@pytest.mark.parametrize("first", ["delete", "other"])
+@pytest.mark.parametrize(
+    ("other", "content_after"),
+    [(_attach, {(DATASET, "raced-old"), (DATASET, NEW[1])}), (_detach, set())],
+    ids=["attach", "detach"],
+)
+def test_an_attach_or_a_detach_and_a_delete_of_the_rule_in_either_order_leave_no_lock(
     lake: Lake,
     root: Caller,
     put: Callable[..., object],  # noqa: F811
     first: str,
+    other: Callable[[Session], None],
+    content_after: set[tuple[str, str]],
 ) -> None:
     rule_id = _dataset_with_rule(lake, root, put)
-    errors = race(lake, *_in_order(first, rule_id, _attach))
+    errors = race(lake, *_in_order(first, rule_id, other))
     assert errors == []
     rules, locks, content = _after(lake)
     assert rules == [] and locks == []
-    assert content == {(DATASET, "raced-old"), (DATASET, NEW[1])}
+    assert content == content_after
 
 
 def test_without_a_race_the_attached_file_is_locked_for_the_rule(
@@ -105,24 +116,6 @@ def test_without_a_race_the_attached_file_is_locked_for_the_rule(
     rules, locks, _ = _after(lake)
     assert rules == [rule_id]
     assert sorted(locks) == [(rule_id, "raced-new"), (rule_id, "raced-old")]
-
-
-def _detach(s: Session) -> None:
-    did_svc.detach_in(s, SCOPE, DATASET, [(SCOPE, "raced-old")])
-
-
-@pytest.mark.parametrize("first", ["delete", "detach"])
-def test_a_detach_and_a_delete_of_the_rule_in_either_order_leave_no_lock(
-    lake: Lake,
-    root: Caller,
-    put: Callable[..., object],  # noqa: F811
-    first: str,
-) -> None:
-    rule_id = _dataset_with_rule(lake, root, put)
-    errors = race(lake, *_in_order(first, rule_id, _detach))
-    assert errors == []
-    rules, locks, content = _after(lake)
-    assert rules == [] and locks == [] and content == set()
 
 
 CHANGES: dict[str, Callable[[Lake, Caller, str], Any]] = {
