@@ -32,6 +32,7 @@ from pathlib import Path
 
 from fedlake.catalog import transfers as core
 from fedlake.catalog.db import Database
+from fedlake.domain.errors import DatabaseBusy
 from fedlake.transfers import wakeup
 from fedlake.transfers.copier import Copier
 from fedlake.transfers.copy_processes import CopyProcesses, CopySetup, lost_outcome
@@ -43,6 +44,15 @@ from fedlake.transfers.storage_tokens import StorageTokens
 __all__ = ["TransferWorker", "WorkerConfig"]
 
 log = logging.getLogger("fedlake.transfers")
+
+
+def log_retry(message: str, exc: Exception) -> None:
+    """Log a catalogue write the worker will try again: one warning line when the database
+    refused it because of a conflicting write (``DatabaseBusy``), else with the traceback."""
+    if isinstance(exc, DatabaseBusy):
+        log.warning("%s: %s", message, exc)
+    else:
+        log.error("%s", message, exc_info=exc)
 
 
 @dataclass(frozen=True)
@@ -206,8 +216,8 @@ class TransferWorker:
                 with self._inflight_lock:
                     finished = dict(self._finished_links)
                 claimed = self.scheduler.claim(min(free, self.config.batch), finished)
-            except Exception:  # the database may be briefly away: retry
-                log.exception("claiming transfers failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - the database may be briefly away: retry
+                log_retry("claiming transfers failed; retrying", exc)
                 self._stop.wait(1.0)
                 continue
             if claimed:
@@ -268,14 +278,14 @@ class TransferWorker:
                 with self.db.write() as s:
                     core.complete(s, self.owner, batch)
                 committed = True
-            except Exception:
+            except Exception as exc:
                 if self._stop.is_set() and time.monotonic() > self._give_up_at:
                     # stopping, and the database is still away: the requests stay with
                     # this worker's leases, which expire, and run again (copies are
                     # atomic; a finished one is redone or found in place)
                     log.exception("committing %d transfer results failed; giving up", len(batch))
                     break
-                log.exception("committing %d transfer results failed; retrying", len(batch))
+                log_retry(f"committing {len(batch)} transfer results failed; retrying", exc)
                 if self._stop.wait(1.0) and self._stop.is_set():
                     time.sleep(0.5)
         with self._inflight_lock:
@@ -306,8 +316,8 @@ class TransferWorker:
             try:
                 with self.db.write() as s:
                     core.renew(s, self.owner, self.config.lease)
-            except Exception:
-                log.exception("renewing transfer leases failed")
+            except Exception as exc:  # noqa: BLE001 - logged; renewed again next time
+                log_retry("renewing transfer leases failed", exc)
 
     def _optimize_loop(self) -> None:
         while not self._stop.wait(self.config.optimizer_interval):
