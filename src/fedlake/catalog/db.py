@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from fedlake.domain.errors import DatabaseBusy
 
-__all__ = ["Database", "GroupCommit", "busy_reason", "is_sqlite"]
+__all__ = ["Database", "GroupCommit", "is_sqlite"]
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ _CONFLICTS = {
 }
 
 
-def busy_reason(exc: BaseException) -> str | None:
+def _busy_reason(exc: BaseException) -> str | None:
     """Why a transaction failed because of another writer, or None for any other error.
 
     Only for failures that end the transaction before it commits, so that nothing of it
@@ -312,7 +312,7 @@ class Database:
                 session.commit()
             except BaseException as exc:
                 session.rollback()
-                reason = busy_reason(exc)
+                reason = _busy_reason(exc)
                 if reason is None:
                     raise
                 raise DatabaseBusy(

@@ -99,12 +99,11 @@ class Daemon(abc.ABC):
                 self.beat(force=self._last_beat == float("-inf"))
                 done = self.run_once()
                 self._done_since_beat += done
-            except DatabaseBusy as exc:  # expected now and then: one line, no traceback
-                log.warning("%s: %s; next round in %.0f s", self.name, exc, self.interval)
-                error = f"{type(exc).__name__}: {exc}"[:2000]
-                done = 0
             except Exception as exc:
-                log.exception("%s failed; retrying in %.0f s", self.name, self.interval)
+                if isinstance(exc, DatabaseBusy):  # expected now and then: one line
+                    log.warning("%s: %s; next round in %.0f s", self.name, exc, self.interval)
+                else:
+                    log.exception("%s failed; retrying in %.0f s", self.name, self.interval)
                 error = f"{type(exc).__name__}: {exc}"[:2000]
                 done = 0
             if error is not None:
